@@ -1,0 +1,24 @@
+"""The machine data stack: typed config in, components out, outputs exported. Nothing else."""
+
+import pulumi
+
+import stack
+from components.hosts import Host, HostArgs
+from components.swarm import Swarm, SwarmArgs
+
+config = stack.load()
+
+hosts = [
+    Host(f"host-{spec.name}", HostArgs(spec=spec, ssh_private_key=config.ssh_private_key, data_root=config.data_root))
+    for spec in config.hosts
+]
+swarm = Swarm("swarm", SwarmArgs(hosts=hosts))
+
+pulumi.export("hosts", [
+    {"name": h.name, "address": h.address, "privateAddress": h.private_address, "sshUser": h.ssh_user,
+     "sshPort": h.ssh_port, "role": h.role, "services": list(h.services)}
+    for h in config.hosts
+])
+pulumi.export("managerAddress", swarm.manager_address)
+pulumi.export("nodeIds", swarm.node_ids)
+pulumi.export("provisioned", {h.spec.name: h.provisioned for h in hosts})

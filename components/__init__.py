@@ -1,0 +1,1 @@
+"""Pulumi components: one ComponentResource per file. They import `stack`, never the reverse."""

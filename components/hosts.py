@@ -1,0 +1,66 @@
+"""One bare-metal host: reached over SSH and prepared for the stack by `provision-host.sh`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_command as command
+
+from components.remote import Script, connection, needs_sudo
+from stack.config import ConfigError, HostSpec
+from stack.constants import DATA_DIRS, VM_MAX_MAP_COUNT
+
+PROVISION = Script("provision-host.sh")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostArgs:
+    spec: HostSpec
+    ssh_private_key: Any  # pulumi.Input[str], secret
+    data_root: str
+
+    def __post_init__(self) -> None:
+        if not self.data_root.startswith("/"):
+            raise ConfigError(f"mds:dataRoot: {self.data_root!r} must be an absolute path")
+
+
+def provision_env(spec: HostSpec, data_root: str) -> dict[str, str]:
+    """The environment of provision-host.sh: only the data directories of the services it carries."""
+    dirs = " ".join(f"{service}={owner}" for service, owner in DATA_DIRS.items() if service in spec.services)
+    return {
+        "HOST_NAME": spec.name,
+        "DATA_ROOT": data_root,
+        "DATA_DIRS": dirs,
+        "VM_MAX_MAP_COUNT": str(VM_MAX_MAP_COUNT),
+    }
+
+
+class Host(pulumi.ComponentResource):
+    """Docker installed and running, vm.max_map_count set, data directories owned right.
+
+    `pulumi destroy` leaves Docker and the data directories in place: the data cannot be collected
+    twice, and the engine may serve other things on the host.
+    """
+
+    spec: HostSpec
+    connection: command.remote.ConnectionArgs
+    provisioned: pulumi.Output[str]  # the script's one-line report
+
+    def __init__(self, name: str, args: HostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mds:hosts:Host", name, None, opts)
+        self.spec = args.spec
+        self.sudo = needs_sudo(args.spec)
+        self.connection = connection(args.spec, args.ssh_private_key)
+        provision = PROVISION.command(provision_env(args.spec, args.data_root), sudo=self.sudo)
+        self.provision = command.remote.Command(
+            f"{name}-provision",
+            connection=self.connection,
+            create=provision,
+            update=provision,  # re-run in place when the script changes; never replace a host
+            triggers=[PROVISION.digest],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.provisioned = self.provision.stdout
+        self.register_outputs({"provisioned": self.provisioned})

@@ -1,0 +1,67 @@
+"""How a component runs one of its script files on a host over SSH.
+
+Each script travels inside the command (`bash -c <script>`), with its environment as `env`
+arguments in front: pulumi-command's `environment` needs AcceptEnv on the SSH server, and its delete
+step gets no stdin, so the command string alone must carry everything. Secrets never go into the
+command (sudo logs it): scripts that need one read it from stdin. The lab tier runs these very
+strings over real SSH.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import pulumi
+import pulumi_command as command
+
+from stack.config import HostSpec
+
+SCRIPTS_DIR = Path(__file__).parent / "scripts"
+
+
+@dataclass(frozen=True)
+class Script:
+    """A script file beside the components, by file name."""
+
+    name: str
+
+    @cached_property
+    def text(self) -> str:
+        return (SCRIPTS_DIR / self.name).read_text()
+
+    @cached_property
+    def digest(self) -> str:
+        """The trigger of every command that runs this script: a changed script runs again."""
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def command(self, env: Mapping[str, str], *, sudo: bool) -> str:
+        """The shell command that runs this script with `env` set (values are plain text)."""
+        assignments = [f"{k}={shlex.quote(str(v))}" for k, v in sorted(env.items())]
+        runner = ["sudo", "-n"] if sudo else []
+        return " ".join([*runner, "env", *assignments, "bash", "-c", shlex.quote(self.text), self.name])
+
+    def command_output(self, env: Mapping[str, pulumi.Input[str]], *, sudo: bool) -> pulumi.Output[str]:
+        """`command` for environments that hold Outputs (a node id known only after a join)."""
+        return pulumi.Output.all(**env).apply(lambda resolved: self.command(resolved, sudo=sudo))
+
+
+def needs_sudo(host: HostSpec) -> bool:
+    return host.ssh_user != "root"
+
+
+def connection(host: HostSpec, private_key: pulumi.Input[str]) -> command.remote.ConnectionArgs:
+    """SSH connection to a host; its host key is verified when the stack config gives it."""
+    return command.remote.ConnectionArgs(
+        host=host.address,
+        port=host.ssh_port,
+        user=host.ssh_user,
+        private_key=private_key,
+        host_key=host.host_key,
+        dial_error_limit=20,  # a host that is still booting gets about five minutes
+        per_dial_timeout=15,
+    )

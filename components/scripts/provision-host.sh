@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Prepare one bare-metal host for the stack: Docker engine installed, enabled and running;
+# vm.max_map_count for CrateDB now and after reboot; data directories with their owners.
+# Idempotent: a second run changes nothing and says "unchanged".
+#
+# Environment (set by components/hosts.py):
+#   HOST_NAME         the name the stack gives this host; must equal its hostname (Swarm node name)
+#   DATA_ROOT         where the services keep their data, e.g. /srv/mds
+#   DATA_DIRS         space-separated dir=uid:gid pairs below DATA_ROOT, e.g. "cratedb=1000:1000"
+#   VM_MAX_MAP_COUNT  the minimum for vm.max_map_count
+set -euo pipefail
+
+changes=()
+say() { echo "provision-host ${HOST_NAME}: $*"; }
+fail() { echo "provision-host ${HOST_NAME}: error: $*" >&2; exit 1; }
+
+check_identity() {
+  local actual
+  actual=$(hostname)
+  # Swarm names nodes after the kernel hostname, and CrateDB's initial master list uses those names.
+  [ "${actual,,}" = "${HOST_NAME,,}" ] ||
+    fail "this machine's hostname is '${actual}', but the stack calls it '${HOST_NAME}'; set the host's name in the stack config to '${actual}' (or rename the machine)"
+  case "$(uname -m)" in
+    x86_64 | aarch64) ;;
+    *) fail "architecture $(uname -m) is not supported: CrateDB ships amd64 and arm64 images only (use a 64-bit OS on Raspberry Pis)" ;;
+  esac
+}
+
+install_docker() {
+  command -v dockerd >/dev/null 2>&1 && return 0
+  if command -v apt-get >/dev/null 2>&1; then
+    # Debian, Ubuntu and Raspberry Pi OS ship the engine as docker.io, for amd64 and arm64.
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
+  elif command -v dnf >/dev/null 2>&1 || command -v yum >/dev/null 2>&1; then
+    local pm
+    pm=$(command -v dnf || command -v yum)
+    if grep -qi '^ID=fedora' /etc/os-release; then
+      "$pm" install -y -q moby-engine
+    else
+      # RHEL, Rocky, Alma, CentOS Stream: Docker's own repository (RHEL ships podman instead).
+      "$pm" install -y -q dnf-plugins-core || true
+      "$pm" config-manager --add-repo https://download.docker.com/linux/centos/docker-ce.repo
+      "$pm" install -y -q docker-ce docker-ce-cli containerd.io
+    fi
+  else
+    fail "no apt-get, dnf or yum found: install the Docker engine by hand, then run again"
+  fi
+  command -v dockerd >/dev/null 2>&1 || fail "the Docker engine was installed but dockerd is not on PATH"
+  changes+=("installed the Docker engine")
+}
+
+start_docker() {
+  if [ -d /run/systemd/system ]; then
+    if ! systemctl is-enabled --quiet docker 2>/dev/null; then
+      systemctl enable docker.service >/dev/null 2>&1
+      changes+=("enabled docker.service")
+    fi
+    if ! systemctl is-active --quiet docker; then
+      systemctl start docker.service
+      changes+=("started docker.service")
+    fi
+  elif ! docker info >/dev/null 2>&1; then
+    # Hosts without systemd (containers, minimal images) start the engine through its init script.
+    service docker start >/dev/null 2>&1 || fail "docker is not running and could not be started without systemd"
+    changes+=("started docker")
+  fi
+  local deadline=$((SECONDS + 60))
+  until docker info >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || fail "the Docker engine did not answer within 60 s"
+    sleep 1
+  done
+}
+
+set_max_map_count() {
+  local conf=/etc/sysctl.d/60-mds-cratedb.conf want="vm.max_map_count = ${VM_MAX_MAP_COUNT}"
+  if [ "$(cat "$conf" 2>/dev/null)" != "$want" ]; then
+    echo "$want" >"$conf"
+    changes+=("wrote ${conf}")
+  fi
+  local now
+  now=$(cat /proc/sys/vm/max_map_count)
+  if [ "$now" -lt "$VM_MAX_MAP_COUNT" ]; then
+    sysctl -q -w "vm.max_map_count=${VM_MAX_MAP_COUNT}"
+    changes+=("raised vm.max_map_count from ${now} to ${VM_MAX_MAP_COUNT}")
+  fi
+}
+
+create_data_dirs() {
+  local entry dir owner
+  if [ ! -d "$DATA_ROOT" ]; then
+    mkdir -p "$DATA_ROOT"
+    chmod 0755 "$DATA_ROOT"
+    changes+=("created ${DATA_ROOT}")
+  fi
+  for entry in $DATA_DIRS; do
+    dir="${DATA_ROOT}/${entry%%=*}"
+    owner="${entry#*=}"
+    if [ ! -d "$dir" ]; then
+      mkdir -p "$dir"
+      chmod 0750 "$dir"
+      changes+=("created ${dir}")
+    fi
+    # Only the directory itself: a recursive chown would walk a database's files on every run.
+    if [ "$(stat -c %u:%g "$dir")" != "$owner" ]; then
+      chown "$owner" "$dir"
+      changes+=("chown ${owner} ${dir}")
+    fi
+  done
+}
+
+main() {
+  check_identity
+  install_docker
+  start_docker
+  set_max_map_count
+  create_data_dirs
+  if [ "${#changes[@]}" -eq 0 ]; then
+    say "unchanged"
+  else
+    say "changed: $(printf '%s; ' "${changes[@]}" | sed 's/; $//')"
+  fi
+}
+
+# The whole file is parsed before main runs, so commands that read stdin cannot eat the script.
+main "$@"

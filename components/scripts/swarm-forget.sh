@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# On a manager: remove the node list entries of a host that has left (they stay as "Down").
+# Before the host joins, this clears stale entries of an earlier life of the same host; when the
+# host is removed from the stack (WAIT_FOR_DOWN=1) it first waits until the host's leave is seen.
+#
+# Environment: HOST_NAME, WAIT_FOR_DOWN (0|1), LEAVE_DEADLINE (seconds to wait for Down).
+set -euo pipefail
+
+say() { echo "swarm-forget ${HOST_NAME}: $*"; }
+fail() { echo "swarm-forget ${HOST_NAME}: error: $*" >&2; exit 1; }
+
+entries() { # id and state of every node entry whose hostname is HOST_NAME
+  docker node ls -q | xargs -r docker node inspect -f '{{.ID}} {{.Description.Hostname}} {{.Status.State}}' |
+    awk -v h="$HOST_NAME" 'tolower($2) == tolower(h) { print $1, $3 }'
+}
+
+main() {
+  local deadline=$((SECONDS + LEAVE_DEADLINE)) removed=() id state
+  if [ "$WAIT_FOR_DOWN" = 1 ]; then
+    while entries | grep -qv ' down$'; do
+      [ "$SECONDS" -lt "$deadline" ] || fail "the host still shows as up after ${LEAVE_DEADLINE} s; did it leave?"
+      sleep 1
+    done
+  fi
+  while read -r id state; do
+    [ -n "$id" ] && [ "$state" = down ] || continue
+    docker node rm "$id" >/dev/null
+    removed+=("$id")
+  done < <(entries)
+  if [ "${#removed[@]}" -eq 0 ]; then say "unchanged"; else say "changed: removed node ${removed[*]}"; fi
+}
+
+main "$@"

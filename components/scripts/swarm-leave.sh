@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Make this host leave the swarm (pulumi destroy, or the host removed from the stack).
+# A manager leaves only when it is the last one: forcing out one of several managers would cost
+# the swarm a vote it still counts on. The other managers are demoted before this runs.
+#
+# Environment: HOST_NAME.
+set -euo pipefail
+
+say() { echo "swarm-leave ${HOST_NAME}: $*"; }
+fail() { echo "swarm-leave ${HOST_NAME}: error: $*" >&2; exit 1; }
+
+main() {
+  local state
+  state=$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null || echo "no-engine")
+  case "$state" in
+    inactive | no-engine) say "unchanged: not in a swarm"; return ;;
+  esac
+  if [ "$(docker info --format '{{.Swarm.ControlAvailable}}')" = "true" ]; then
+    local managers
+    managers=$(docker node ls --filter role=manager -q | wc -l)
+    [ "$managers" -le 1 ] ||
+      fail "this host is one of ${managers} managers; demote it first (docker node demote ${HOST_NAME})"
+    docker swarm leave --force >/dev/null
+    say "changed: left the swarm as its last manager (the swarm is gone)"
+  else
+    docker swarm leave >/dev/null
+    say "changed: left the swarm"
+  fi
+}
+
+main "$@"

@@ -1,0 +1,154 @@
+"""The Docker Swarm over the stack's hosts, driven over SSH.
+
+Per host, three commands whose create and delete steps fall in the right order on their own
+(Pulumi deletes dependents first):
+
+  forget-<host>  on the first manager: clears stale entries on create; on delete, after the host
+                 has left, removes it from the node list
+  join-<host>    on the host: joins with the token from stdin; on delete, leaves
+  node-<host>    on the first manager: role, availability and labels; on delete, drain and demote
+
+so removing a host from the config drains it, demotes it, makes it leave and forgets it, and
+`pulumi destroy` does that for every host before the first manager dissolves the swarm.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_command as command
+
+from components.hosts import Host
+from components.remote import Script
+from stack.config import ConfigError
+from stack.constants import MAX_MANAGERS, SWARM_PORT
+
+INIT = Script("swarm-init.sh")
+JOIN = Script("swarm-join.sh")
+LEAVE = Script("swarm-leave.sh")
+NODE = Script("swarm-node.sh")
+RETIRE = Script("swarm-node-retire.sh")
+FORGET = Script("swarm-forget.sh")
+
+# Deadlines inside the scripts, in seconds: generous for Raspberry Pis on a busy network.
+JOIN_DEADLINE = 120
+NODE_DEADLINE = 120
+DRAIN_DEADLINE = 180
+LEAVE_DEADLINE = 120
+
+
+@dataclass(frozen=True, kw_only=True)
+class SwarmArgs:
+    hosts: Sequence[Host]
+
+    def __post_init__(self) -> None:
+        managers = [h for h in self.hosts if h.spec.is_manager]
+        if not managers:
+            raise ConfigError("mds:hosts: the swarm needs at least one host with role 'manager'")
+        if len(managers) % 2 == 0 or len(managers) > MAX_MANAGERS:
+            raise ConfigError(f"mds:hosts: {len(managers)} managers; use an odd number up to {MAX_MANAGERS}")
+        names = [h.spec.name for h in self.hosts]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"mds:hosts: host names repeat: {names}")
+
+
+def last_json_line(stdout: str) -> dict:
+    """Scripts print their status line first and their data as the last line."""
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+class Swarm(pulumi.ComponentResource):
+    manager: Host  # the first manager: it initialises the swarm and runs the control commands
+    manager_address: pulumi.Output[str]
+    node_ids: pulumi.Output[dict]  # host name -> Swarm node id
+    nodes_ready: list[command.remote.Command]  # labelled nodes, for services to wait on
+
+    def __init__(self, name: str, args: SwarmArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mds:swarm:Swarm", name, None, opts)
+        self.manager = next(h for h in args.hosts if h.spec.is_manager)
+        manager = self.manager
+        child = pulumi.ResourceOptions(parent=self)
+
+        def on_manager(env: dict, script: Script) -> pulumi.Output[str]:
+            return script.command_output(env, sudo=manager.sudo)
+
+        init_env = {"HOST_NAME": manager.spec.name, "ADVERTISE_ADDR": manager.spec.private_address,
+                    "SWARM_PORT": str(SWARM_PORT)}
+        init_cmd = INIT.command(init_env, sudo=manager.sudo)
+        init = command.remote.Command(
+            f"{name}-init",
+            connection=manager.connection,
+            create=init_cmd,
+            update=init_cmd,
+            delete=LEAVE.command({"HOST_NAME": manager.spec.name}, sudo=manager.sudo),
+            triggers=[INIT.digest, LEAVE.digest],
+            logging=command.remote.Logging.NONE,  # stdout carries the join tokens
+            opts=child.merge(pulumi.ResourceOptions(
+                additional_secret_outputs=["stdout"], depends_on=[manager.provision], delete_before_replace=True,
+            )),
+        )
+        init_data = init.stdout.apply(last_json_line)
+        tokens = {role: pulumi.Output.secret(init_data[f"{role}_token"]) for role in ("manager", "worker")}
+        node_ids: dict[str, pulumi.Output[str]] = {manager.spec.name: pulumi.Output.unsecret(init_data["node_id"])}
+
+        for host in args.hosts:
+            if host is manager:
+                continue
+            spec = host.spec
+            forget_env = {"HOST_NAME": spec.name, "LEAVE_DEADLINE": str(LEAVE_DEADLINE)}
+            forget_create = FORGET.command({**forget_env, "WAIT_FOR_DOWN": "0"}, sudo=manager.sudo)
+            forget = command.remote.Command(
+                f"{name}-forget-{spec.name}",
+                connection=manager.connection,
+                create=forget_create,
+                update=forget_create,
+                delete=FORGET.command({**forget_env, "WAIT_FOR_DOWN": "1"}, sudo=manager.sudo),
+                triggers=[FORGET.digest],
+                opts=child.merge(pulumi.ResourceOptions(depends_on=[init])),
+            )
+            join_cmd = JOIN.command({
+                "HOST_NAME": spec.name, "ADVERTISE_ADDR": spec.private_address,
+                "MANAGER_ADDR": manager.spec.private_address, "SWARM_PORT": str(SWARM_PORT),
+                "JOIN_DEADLINE": str(JOIN_DEADLINE),
+            }, sudo=host.sudo)
+            join = command.remote.Command(
+                f"{name}-join-{spec.name}",
+                connection=host.connection,
+                create=join_cmd,
+                update=join_cmd,
+                delete=LEAVE.command({"HOST_NAME": spec.name}, sudo=host.sudo),
+                stdin=tokens[spec.role].apply(lambda token: token + "\n"),
+                triggers=[JOIN.digest, LEAVE.digest],
+                # Leave before joining again when the host's connection changes.
+                opts=child.merge(pulumi.ResourceOptions(
+                    depends_on=[forget, host.provision], delete_before_replace=True,
+                )),
+            )
+            node_ids[spec.name] = join.stdout.apply(lambda out: last_json_line(out)["node_id"])
+
+        self.nodes_ready = []
+        for host in args.hosts:
+            spec = host.spec
+            node_env = {"HOST_NAME": spec.name, "NODE_ID": node_ids[spec.name]}
+            node_cmd = on_manager({
+                **node_env, "ROLE": spec.role, "NODE_DEADLINE": str(NODE_DEADLINE),
+                "LABELS": "\n".join(f"{k}={v}" for k, v in spec.node_labels().items()),
+            }, NODE)
+            # The first manager is not retired: the swarm dissolves with it.
+            retire = None if host is manager else on_manager({**node_env, "DRAIN_DEADLINE": str(DRAIN_DEADLINE)}, RETIRE)
+            self.nodes_ready.append(command.remote.Command(
+                f"{name}-node-{spec.name}",
+                connection=manager.connection,
+                create=node_cmd,
+                update=node_cmd,
+                delete=retire,
+                triggers=[NODE.digest, RETIRE.digest],
+                opts=child,
+            ))
+
+        self.manager_address = pulumi.Output.from_input(manager.spec.address)
+        self.node_ids = pulumi.Output.all(**node_ids)
+        self.register_outputs({"manager_address": self.manager_address, "node_ids": self.node_ids})
