@@ -1,0 +1,104 @@
+"""The Host component: one provisioning command per host, over SSH, from the script file."""
+
+import hashlib
+import shlex
+import subprocess
+
+from components.remote import SCRIPTS_DIR
+from tests.unit.conftest import SSH_KEY, hosts, is_secret, plain
+
+
+def provision_of(declared, name):
+    return declared[f"host-{name}-provision"]
+
+
+def script_and_env(command: str) -> tuple[str, dict[str, str], bool]:
+    """Split a component's command back into (script text, env, sudo)."""
+    words = shlex.split(command)
+    sudo = words[:2] == ["sudo", "-n"]
+    words = words[2:] if sudo else words
+    assert words[0] == "env"
+    env = {}
+    i = 1
+    while "=" in words[i] and words[i] != "bash":
+        k, v = words[i].split("=", 1)
+        env[k] = v
+        i += 1
+    assert words[i:i + 2] == ["bash", "-c"]
+    return words[i + 2], env, sudo
+
+
+def test_one_host_component_per_host_with_its_provision_command(deploy):
+    declared, _ = deploy({"hosts": hosts(3)})
+    for name in ("node1", "node2", "node3"):
+        component = declared[f"host-{name}"]
+        assert component.typ == "mds:hosts:Host"
+        provision = provision_of(declared, name)
+        assert provision.typ == "command:remote:Command"
+        assert provision.parent == f"host-{name}"
+    assert sum(d.typ == "mds:hosts:Host" for d in declared.values()) == 3
+
+
+def test_provision_runs_the_script_file_with_the_host_environment(deploy):
+    declared, _ = deploy({"hosts": hosts(1, services=["cratedb", "ingest", "grafana"]), "dataRoot": "/data/mds"})
+    provision = provision_of(declared, "node1")
+    script, env, sudo = script_and_env(provision.inputs["create"])
+    assert script == (SCRIPTS_DIR / "provision-host.sh").read_text()
+    assert env == {"HOST_NAME": "node1", "DATA_ROOT": "/data/mds",
+                   "DATA_DIRS": "cratedb=1000:1000 grafana=472:472", "VM_MAX_MAP_COUNT": "262144"}
+    assert not sudo
+    # Re-run in place when the script changes, never replace (and so never delete) a host.
+    assert provision.inputs["update"] == provision.inputs["create"]
+    assert "delete" not in provision.inputs
+    assert provision.inputs["triggers"] == [hashlib.sha256(script.encode()).hexdigest()]
+
+
+def test_data_dirs_only_for_the_services_a_host_carries(deploy):
+    declared, _ = deploy({"hosts": [
+        {"name": "db", "address": "10.0.0.1", "services": ["cratedb", "ingest"], "role": "manager"},
+        {"name": "ui", "address": "10.0.0.2", "services": ["grafana"], "role": "worker"},
+        {"name": "gw", "address": "10.0.0.3", "services": ["ingest"], "role": "worker"},
+    ]})
+    dirs = {n: script_and_env(provision_of(declared, n).inputs["create"])[1]["DATA_DIRS"] for n in ("db", "ui", "gw")}
+    assert dirs == {"db": "cratedb=1000:1000", "ui": "grafana=472:472", "gw": ""}
+
+
+def test_ssh_connection_is_secret_and_uses_the_host_fields(deploy):
+    declared, _ = deploy({"hosts": [{"name": "pi", "address": "pi.example", "privateAddress": "10.0.0.9",
+                                     "sshUser": "admin", "sshPort": 2222,
+                                     "hostKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx"}]})
+    provision = provision_of(declared, "pi")
+    assert is_secret(provision.inputs["connection"])  # it carries the private key
+    connection = plain(provision.inputs["connection"])
+    assert connection["host"] == "pi.example" and connection["port"] == 2222 and connection["user"] == "admin"
+    assert connection["privateKey"] == SSH_KEY
+    assert connection["hostKey"] == "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx"
+    # A non-root SSH user runs the script through sudo, which must not prompt.
+    assert script_and_env(provision.inputs["create"])[2] is True
+    assert SSH_KEY not in provision.inputs["create"]
+
+
+def test_without_host_key_none_is_pinned(deploy):
+    declared, _ = deploy({"hosts": hosts(1)})
+    assert "hostKey" not in plain(provision_of(declared, "node1").inputs["connection"])
+
+
+def test_every_script_is_valid_bash():
+    for script in sorted(SCRIPTS_DIR.glob("*.sh")):
+        result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert result.returncode == 0, f"{script.name}: {result.stderr}"
+        text = script.read_text()
+        assert "set -euo pipefail" in text, script.name
+        assert text.rstrip().endswith('main "$@"'), f"{script.name} must parse whole before it runs"
+
+
+def test_the_command_runs_the_script_in_a_real_shell(tmp_path):
+    """The quoting survives a real shell: a script with quotes and $ gets exactly its environment."""
+    from components.remote import Script
+
+    (tmp_path / "echo-env.sh").write_text("""#!/usr/bin/env bash\nset -euo pipefail\nmain() { printf '%s|%s|%s' "$A" "$B" "$0"; }\nmain "$@"\n""")
+    script = Script("echo-env.sh")
+    object.__setattr__(script, "text", (tmp_path / "echo-env.sh").read_text())
+    cmd = script.command({"A": "it's $HOME", "B": "two\nlines"}, sudo=False)
+    result = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, check=True)
+    assert result.stdout == "it's $HOME|two\nlines|echo-env.sh"

@@ -1,0 +1,115 @@
+"""The Swarm component: init, joins, node roles and labels, and the order of leaving."""
+
+from components.remote import SCRIPTS_DIR
+from tests.unit.conftest import hosts, is_secret, plain
+from tests.unit.test_hosts import script_and_env
+
+
+def script_name(command: str) -> str:
+    script, _, _ = script_and_env(command)
+    matches = [p.name for p in SCRIPTS_DIR.glob("*.sh") if p.read_text() == script]
+    assert len(matches) == 1
+    return matches[0]
+
+
+def env_of(command: str) -> dict:
+    return script_and_env(command)[1]
+
+
+def commands(declared):
+    return {n: d for n, d in declared.items() if d.typ == "command:remote:Command" and d.parent == "swarm"}
+
+
+def test_resources_of_a_three_host_swarm(deploy):
+    declared, outputs = deploy({"hosts": hosts(3)})
+    assert declared["swarm"].typ == "mds:swarm:Swarm"
+    assert sorted(commands(declared)) == sorted([
+        "swarm-init", "swarm-forget-node2", "swarm-forget-node3", "swarm-join-node2", "swarm-join-node3",
+        "swarm-node-node1", "swarm-node-node2", "swarm-node-node3",
+    ])
+    assert outputs["managerAddress"] == "192.0.2.11"
+    assert outputs["nodeIds"] == {"node1": "node-init", "node2": "node-node2", "node3": "node-node3"}
+
+
+def test_init_on_the_first_manager_keeps_tokens_secret(deploy):
+    declared, _ = deploy({"hosts": hosts(3)})
+    init = declared["swarm-init"]
+    assert plain(init.inputs["connection"])["host"] == "192.0.2.11"
+    assert script_name(init.inputs["create"]) == "swarm-init.sh"
+    assert env_of(init.inputs["create"]) == {"HOST_NAME": "node1", "ADVERTISE_ADDR": "192.0.2.11", "SWARM_PORT": "2377"}
+    assert script_name(init.inputs["delete"]) == "swarm-leave.sh"
+    assert "stdout" in init.secret_outputs and init.inputs["logging"] == "none"
+    assert init.depends_on == ("host-node1-provision",)
+    assert init.delete_before_replace
+
+
+def test_join_reads_the_role_token_from_stdin_never_the_command(deploy):
+    declared, _ = deploy({"hosts": hosts(4)})  # node1-3 managers, node4 worker
+    for name, token in (("node2", "SWMTKN-manager"), ("node4", "SWMTKN-worker")):
+        join = declared[f"swarm-join-{name}"]
+        assert plain(join.inputs["connection"])["host"] == f"192.0.2.{10 + int(name[-1])}"
+        assert is_secret(join.inputs["stdin"]) and plain(join.inputs["stdin"]) == token + "\n"
+        assert "SWMTKN" not in join.inputs["create"] and "SWMTKN" not in join.inputs["delete"]
+        assert script_name(join.inputs["create"]) == "swarm-join.sh"
+        assert env_of(join.inputs["create"])["MANAGER_ADDR"] == "192.0.2.11"
+        assert env_of(join.inputs["create"])["ADVERTISE_ADDR"] == f"192.0.2.{10 + int(name[-1])}"
+        assert script_name(join.inputs["delete"]) == "swarm-leave.sh"
+        assert join.inputs["update"] == join.inputs["create"]
+        assert join.delete_before_replace
+
+
+def test_private_address_is_what_swarm_advertises(deploy):
+    declared, _ = deploy({"hosts": [
+        {"name": f"n{i}", "address": f"n{i}.example", "privateAddress": f"10.9.0.{i}"} for i in range(1, 4)
+    ]})
+    assert env_of(declared["swarm-init"].inputs["create"])["ADVERTISE_ADDR"] == "10.9.0.1"
+    assert env_of(declared["swarm-join-n2"].inputs["create"])["MANAGER_ADDR"] == "10.9.0.1"
+    assert plain(declared["swarm-join-n2"].inputs["connection"])["host"] == "n2.example"
+
+
+def test_leave_order_follows_from_dependencies(deploy):
+    """Pulumi deletes dependents first: node (drain, demote) -> join (leave) -> forget (node rm) -> init."""
+    declared, _ = deploy({"hosts": hosts(3)})
+    for name in ("node2", "node3"):
+        assert f"swarm-join-{name}" in declared[f"swarm-node-{name}"].depends_on
+        assert f"swarm-forget-{name}" in declared[f"swarm-join-{name}"].depends_on
+        assert f"host-{name}-provision" in declared[f"swarm-join-{name}"].depends_on
+        assert "swarm-init" in declared[f"swarm-forget-{name}"].depends_on
+        node = declared[f"swarm-node-{name}"]
+        assert script_name(node.inputs["delete"]) == "swarm-node-retire.sh"
+        forget = declared[f"swarm-forget-{name}"]
+        assert env_of(forget.inputs["create"])["WAIT_FOR_DOWN"] == "0"
+        assert env_of(forget.inputs["delete"])["WAIT_FOR_DOWN"] == "1"
+        assert plain(forget.inputs["connection"])["host"] == "192.0.2.11"
+    # The first manager is never drained or demoted: the swarm dissolves with it.
+    assert "delete" not in declared["swarm-node-node1"].inputs
+
+
+def test_node_roles_and_labels_come_from_config(deploy):
+    declared, _ = deploy({"hosts": [
+        {"name": "a", "address": "10.0.0.1", "role": "manager", "labels": {"site.hall": "north"}},
+        {"name": "b", "address": "10.0.0.2", "role": "worker", "services": ["ingest"]},
+    ]})
+    a = env_of(declared["swarm-node-a"].inputs["create"])
+    b = env_of(declared["swarm-node-b"].inputs["create"])
+    assert (a["NODE_ID"], a["ROLE"]) == ("node-init", "manager")
+    assert a["LABELS"].splitlines() == ["mds.cratedb=true", "mds.grafana=true", "mds.ingest=true", "site.hall=north"]
+    assert (b["NODE_ID"], b["ROLE"], b["LABELS"]) == ("node-b", "worker", "mds.ingest=true")
+    assert plain(declared["swarm-node-b"].inputs["connection"])["host"] == "10.0.0.1"  # run on the manager
+    assert env_of(declared["swarm-node-b"].inputs["delete"]) == {"HOST_NAME": "b", "NODE_ID": "node-b", "DRAIN_DEADLINE": "180"}
+
+
+def test_every_command_is_triggered_by_its_scripts(deploy):
+    declared, _ = deploy({"hosts": hosts(3)})
+    import hashlib
+
+    digest = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in SCRIPTS_DIR.glob("*.sh")}
+    for name, resource in commands(declared).items():
+        used = {script_name(resource.inputs[step]) for step in ("create", "delete") if step in resource.inputs}
+        assert {digest[s] for s in used} <= set(resource.inputs["triggers"]), name
+
+
+def test_single_host_stack_has_no_joins(deploy):
+    declared, outputs = deploy({"hosts": hosts(1)})
+    assert sorted(commands(declared)) == ["swarm-init", "swarm-node-node1"]
+    assert outputs["nodeIds"] == {"node1": "node-init"}
