@@ -97,3 +97,21 @@ def run_program(mocks: RecordingMocks, config: dict[str, Any], *, stack: str = "
 
     run()
     return exported
+
+
+SECRET_SIG = "4dabf18193072939515e22adb298388d"  # Pulumi's marker around a secret value in mock inputs
+
+
+def is_secret(value) -> bool:
+    return isinstance(value, dict) and SECRET_SIG in value
+
+
+def plain(value):
+    """The value under Pulumi's secret markers, recursively."""
+    if is_secret(value):
+        return plain(value["value"])
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value

@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from tests.program import Declared, RecordingMocks, run_program
+from tests.program import Declared, RecordingMocks, is_secret, plain, run_program  # noqa: F401
 
 SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nunit-test-key\n-----END OPENSSH PRIVATE KEY-----\n"
 
@@ -48,20 +48,3 @@ def deploy_without_key():
 
     return run
 
-
-SECRET_SIG = "4dabf18193072939515e22adb298388d"  # Pulumi's marker for a secret value in mock inputs
-
-
-def is_secret(value) -> bool:
-    return isinstance(value, dict) and SECRET_SIG in value
-
-
-def plain(value):
-    """The value under Pulumi's secret marker, recursively."""
-    if is_secret(value):
-        return plain(value["value"])
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value

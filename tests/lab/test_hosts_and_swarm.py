@@ -1,0 +1,193 @@
+"""Lab tier: the hosts and swarm components' own scripts, run over real SSH on simulated hosts.
+
+The tests run in file order and share one lab: provision and form the swarm, run again, lose a host
+three ways, scale in, destroy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.lab.conftest import TIMINGS
+from tests.lab.harness import LabHost, LabHosts
+from tests.lab.ssh_engine import SshEngine
+
+PROBE_SERVICE = "lab-probe"
+
+
+def stack_config(lab: LabHosts, hosts: list[dict] | None = None) -> dict:
+    return {
+        "hosts": hosts or [{"name": h.name, "address": h.address} for h in lab.hosts],
+        "sshPrivateKey": lab.private_key,
+    }
+
+
+def wait_until(what: str, predicate, deadline: float, interval: float = 0.5) -> float:
+    """Poll until predicate() is true; return the seconds it took, fail after the deadline."""
+    started = time.monotonic()
+    while True:
+        try:
+            if predicate():
+                return time.monotonic() - started
+        except Exception:  # a host that is down or restarting answers with errors for a while
+            pass
+        if time.monotonic() - started > deadline:
+            pytest.fail(f"{what}: not within {deadline} s")
+        time.sleep(interval)
+
+
+def nodes(manager: LabHost) -> dict[str, dict]:
+    lines = manager.sh("docker node ls --format '{{json .}}'", timeout=30).splitlines()
+    return {n["Hostname"]: n for n in map(json.loads, lines)}
+
+
+def swarm_state(host: LabHost) -> str:
+    return host.sh("docker info --format '{{.Swarm.LocalNodeState}}'")
+
+
+def status_lines(engine: SshEngine, since: int) -> dict[str, str]:
+    return {r.name: r.stdout.strip().splitlines()[0] for r in engine.log[since:]}
+
+
+@pytest.fixture(scope="module")
+def deployed(lab, engine):
+    started = time.monotonic()
+    outputs = engine.up(stack_config(lab))
+    TIMINGS["provisioning + swarm formation (pulumi up)"] = time.monotonic() - started
+    for ran in engine.log:
+        TIMINGS[f"  {ran.name}"] = ran.seconds
+    return outputs
+
+
+def test_every_host_has_docker_the_sysctl_and_data_dirs(lab, deployed):
+    for host in lab.hosts:
+        assert host.sh("docker info --format '{{.ServerVersion}}'")
+        assert int(host.sh("cat /proc/sys/vm/max_map_count")) >= 262144
+        assert host.sh("cat /etc/sysctl.d/60-mds-cratedb.conf") == "vm.max_map_count = 262144"
+        assert host.sh("stat -c '%u:%g %a' /srv/mds/cratedb /srv/mds/grafana").splitlines() == [
+            "1000:1000 750", "472:472 750",
+        ]
+        assert deployed["provisioned"][host.name].startswith(f"provision-host {host.name}: ")
+
+
+def test_a_swarm_of_three_ready_managers_with_the_configured_labels(lab, deployed):
+    manager = lab.hosts[0]
+    listed = nodes(manager)
+    assert sorted(listed) == ["lab1", "lab2", "lab3"]
+    assert all(n["Status"] == "Ready" and n["Availability"] == "Active" for n in listed.values())
+    assert sorted(n["ManagerStatus"] for n in listed.values()) == ["Leader", "Reachable", "Reachable"]
+    assert deployed["nodeIds"] == {name: n["ID"] for name, n in listed.items()}
+    assert deployed["managerAddress"] == manager.address
+    for name, node in listed.items():
+        labels = json.loads(manager.sh(f"docker node inspect -f '{{{{json .Spec.Labels}}}}' {node['ID']}"))
+        assert labels == {"mds.cratedb": "true", "mds.grafana": "true", "mds.ingest": "true"}, name
+    # Swarm advertises the private address the config gives.
+    addresses = manager.sh("docker node ls -q | xargs docker node inspect -f '{{.Status.Addr}}'").split()
+    assert sorted(addresses) == sorted(h.address for h in lab.hosts)
+
+
+def test_join_tokens_never_reach_a_command_line_or_log(lab, engine, deployed):
+    manager = lab.hosts[0]
+    tokens = [manager.sh(f"docker swarm join-token -q {role}") for role in ("manager", "worker")]
+    for declared in engine.state.values():
+        for step in ("create", "update", "delete"):
+            assert not any(t in str(declared.inputs.get(step, "")) for t in tokens), declared.name
+    for ran in engine.log:
+        if ran.name != "swarm-init":  # init's stdout is a secret output with logging off
+            assert not any(t in ran.stdout for t in tokens), ran.name
+
+
+def test_a_second_run_changes_nothing(lab, engine, deployed):
+    since = len(engine.log)
+    started = time.monotonic()
+    again = engine.up(stack_config(lab), rerun_all=True)
+    TIMINGS["second run, every script again"] = time.monotonic() - started
+    lines = status_lines(engine, since)
+    commands = [n for n, d in engine.state.items() if d.typ == "command:remote:Command"]
+    assert sorted(lines) == sorted(commands)  # every script ran again ...
+    assert all(line.endswith(": unchanged") for line in lines.values()), lines  # ... and changed nothing
+    assert {r.step for r in engine.log[since:]} == {"update"}
+    assert again["nodeIds"] == deployed["nodeIds"]
+
+
+@pytest.fixture(scope="module")
+def probe(lab, deployed, probe_image):
+    """A global service on the lab swarm: proof that the control plane accepts writes."""
+    manager = lab.hosts[0]
+    manager.sh(f"docker service create --detach --name {PROBE_SERVICE} --mode global "
+               f"--stop-grace-period 1s --update-parallelism 0 {probe_image}")
+    wait_until("probe task on every host", lambda: len(probe_tasks(manager)) == 3, 60)
+    return PROBE_SERVICE
+
+
+def probe_tasks(manager: LabHost, env: str | None = None) -> dict[str, str]:
+    """Host name -> task state of the probe's running tasks (with env, only tasks of that spec)."""
+    out = manager.sh(f"docker service ps {PROBE_SERVICE} --filter desired-state=running "
+                     "--format '{{.Node}} {{.CurrentState}} {{.ID}}'")
+    tasks = {}
+    for line in out.splitlines():
+        node, state, task = line.split()[0], line.split()[1], line.split()[-1]
+        if state != "Running":
+            continue
+        if env is not None:
+            task_env = manager.sh(f"docker inspect -f '{{{{json .Spec.ContainerSpec.Env}}}}' {task}")
+            if env not in (json.loads(task_env) or []):
+                continue
+        tasks[node] = state
+    return tasks
+
+
+@pytest.mark.parametrize("loss", ["stop", "kill", "pause"])
+def test_losing_a_host_leaves_a_working_swarm_and_it_comes_back(lab, probe, loss):
+    manager, lost = lab.hosts[0], lab.hosts[2]
+    survivors = {h.name for h in lab.hosts if h is not lost}
+    assert nodes(manager)["lab3"]["ManagerStatus"] == "Reachable"  # a manager, not the leader
+    getattr(lab, loss)(lost)
+    down = wait_until(f"{loss}: lab3 seen Down", lambda: nodes(manager)["lab3"]["Status"] == "Down", 90)
+    TIMINGS[f"{loss}: failure detected (lab3 Down)"] = down
+
+    # Two of three managers keep quorum: the control plane takes a service update.
+    started = time.monotonic()
+    manager.sh(f"docker service update --detach --env-add LOSS={loss} {PROBE_SERVICE}", timeout=60)
+    updated = wait_until(f"{loss}: update rolled out on the survivors",
+                         lambda: set(probe_tasks(manager, f"LOSS={loss}")) >= survivors, 90)
+    TIMINGS[f"{loss}: service update on the survivors"] = time.monotonic() - started
+    assert updated >= 0
+
+    started = time.monotonic()
+    lab.restore(lost)
+    ready = wait_until(f"{loss}: lab3 Ready again", lambda: nodes(manager)["lab3"]["Status"] == "Ready", 120)
+    TIMINGS[f"{loss}: rejoin (host back -> Ready)"] = time.monotonic() - started
+    assert ready >= 0
+    wait_until(f"{loss}: probe updated on lab3 too",
+               lambda: set(probe_tasks(manager, f"LOSS={loss}")) == survivors | {"lab3"}, 120)
+    assert nodes(manager)["lab3"]["ManagerStatus"] == "Reachable"
+
+
+def test_scale_in_drains_demotes_and_removes_a_host(lab, engine, probe):
+    manager, removed = lab.hosts[0], lab.hosts[2]
+    since = len(engine.log)
+    started = time.monotonic()
+    engine.up(stack_config(lab, [
+        {"name": "lab1", "address": lab.hosts[0].address, "role": "manager"},
+        {"name": "lab2", "address": lab.hosts[1].address, "role": "worker"},
+    ]))
+    TIMINGS["scale in (3 -> 2 hosts)"] = time.monotonic() - started
+    deleted = [r.name for r in engine.log[since:] if r.step == "delete"]
+    assert deleted == ["swarm-node-lab3", "swarm-join-lab3", "swarm-forget-lab3"]
+    listed = nodes(manager)
+    assert sorted(listed) == ["lab1", "lab2"]
+    assert listed["lab2"]["ManagerStatus"] == ""  # demoted to worker by the new config
+    assert swarm_state(removed) == "inactive"
+    assert "lab3" not in probe_tasks(manager)
+
+
+def test_destroy_leaves_every_host_out_of_the_swarm(lab, engine):
+    engine.up(stack_config(lab))  # back to three hosts: the removed host joins again
+    assert sorted(nodes(lab.hosts[0])) == ["lab1", "lab2", "lab3"]
+    engine.destroy()
+    assert [swarm_state(h) for h in lab.hosts] == ["inactive"] * 3
+    assert engine.state == {}
