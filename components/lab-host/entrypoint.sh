@@ -6,6 +6,7 @@
 set -euo pipefail
 
 ssh-keygen -A >/dev/null
+mkdir -p /run/sshd
 install -d -m 0700 /root/.ssh
 if [ -n "${LAB_AUTHORIZED_KEY:-}" ]; then
   printf '%s\n' "$LAB_AUTHORIZED_KEY" >/root/.ssh/authorized_keys

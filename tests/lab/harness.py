@@ -166,6 +166,8 @@ class LabHosts:
             docker(
                 "run", "-d", "--init", "--name", f"mds-lab-{name}", "--hostname", name, "--label", LABEL,
                 "--network", self.network, "--ip", address, *flags,
+                # /run is a tmpfs on real hosts: a restart must not find the pid files of a killed engine.
+                "--tmpfs", "/run",
                 "--mount", f"type=volume,src=mds-lab-{name}-docker,dst=/var/lib/docker,volume-label={LABEL}",
                 "-e", f"LAB_AUTHORIZED_KEY={public_key}", image,
             )
@@ -188,8 +190,17 @@ class LabHosts:
         raise LabError("no free /24 in 172.29.200.0-172.29.249.0 for the lab network")
 
     def wait_for_ssh(self, host: LabHost, deadline: float = 90) -> None:
+        """Until sshd answers and the engine serves its API (`docker info` can block on a manager
+        that has no swarm leader, `docker version` does not)."""
         end = time.monotonic() + deadline
-        while host.ssh("docker info --format '{{.ServerVersion}}'", check=False, timeout=20).returncode != 0:
+
+        def answers() -> bool:
+            try:
+                return host.ssh("docker version --format '{{.Server.Version}}'", check=False, timeout=15).returncode == 0
+            except subprocess.TimeoutExpired:
+                return False
+
+        while not answers():
             exited = docker("inspect", "-f", "{{.State.Status}}", host.container) == "exited"
             if exited or time.monotonic() > end:
                 raise LabError(f"{host.name}: no SSH and Docker after {deadline} s (or it exited): "
@@ -212,12 +223,18 @@ class LabHosts:
     def pause(self, host: LabHost) -> None:
         docker("pause", host.container)
 
+    def partition(self, host: LabHost) -> None:
+        """Cut the host off the lab network; it keeps running and believes it is fine."""
+        docker("network", "disconnect", self.network, host.container)
+
     def restore(self, host: LabHost) -> None:
         state = docker("inspect", "-f", "{{.State.Status}}", host.container)
         if state == "paused":
             docker("unpause", host.container)
         elif state != "running":
             docker("start", host.container)
+        if self.network not in docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", host.container):
+            docker("network", "connect", "--ip", host.address, self.network, host.container)
         self.wait_for_ssh(host)
 
     def remove(self) -> None:

@@ -1,7 +1,7 @@
 """Lab tier: the hosts and swarm components' own scripts, run over real SSH on simulated hosts.
 
 The tests run in file order and share one lab: provision and form the swarm, run again, lose a host
-three ways, scale in, destroy.
+four ways (stop, kill, pause, network partition), scale in, destroy.
 """
 
 from __future__ import annotations
@@ -70,7 +70,9 @@ def test_every_host_has_docker_the_sysctl_and_data_dirs(lab, deployed):
         assert host.sh("stat -c '%u:%g %a' /srv/mds/cratedb /srv/mds/grafana").splitlines() == [
             "1000:1000 750", "472:472 750",
         ]
-        assert deployed["provisioned"][host.name].startswith(f"provision-host {host.name}: ")
+        # New hosts: the first run reports what it did (at least the data directories it made).
+        assert deployed["provisioned"][host.name].startswith(f"provision-host {host.name}: changed: ")
+        assert "created /srv/mds/cratedb" in deployed["provisioned"][host.name]
 
 
 def test_a_swarm_of_three_ready_managers_with_the_configured_labels(lab, deployed):
@@ -140,7 +142,7 @@ def probe_tasks(manager: LabHost, env: str | None = None) -> dict[str, str]:
     return tasks
 
 
-@pytest.mark.parametrize("loss", ["stop", "kill", "pause"])
+@pytest.mark.parametrize("loss", ["stop", "kill", "pause", "partition"])
 def test_losing_a_host_leaves_a_working_swarm_and_it_comes_back(lab, probe, loss):
     manager, lost = lab.hosts[0], lab.hosts[2]
     survivors = {h.name for h in lab.hosts if h is not lost}
@@ -159,7 +161,9 @@ def test_losing_a_host_leaves_a_working_swarm_and_it_comes_back(lab, probe, loss
 
     started = time.monotonic()
     lab.restore(lost)
-    ready = wait_until(f"{loss}: lab3 Ready again", lambda: nodes(manager)["lab3"]["Status"] == "Ready", 120)
+    # A healed partition can cost the swarm its leader for a while: the cut-off manager kept
+    # raising its raft term and forces an election when it is back (seen here: about 35 s).
+    ready = wait_until(f"{loss}: lab3 Ready again", lambda: nodes(manager)["lab3"]["Status"] == "Ready", 180)
     TIMINGS[f"{loss}: rejoin (host back -> Ready)"] = time.monotonic() - started
     assert ready >= 0
     wait_until(f"{loss}: probe updated on lab3 too",
