@@ -3,6 +3,7 @@
 import pulumi
 
 import stack
+from components.cratedb import CrateDb, CrateDbArgs
 from components.hosts import Host, HostArgs
 from components.swarm import Swarm, SwarmArgs
 
@@ -12,7 +13,11 @@ hosts = [
     Host(f"host-{spec.name}", HostArgs(spec=spec, ssh_private_key=config.ssh_private_key, data_root=config.data_root))
     for spec in config.hosts
 ]
-swarm = Swarm("swarm", SwarmArgs(hosts=hosts))
+swarm = Swarm("swarm", SwarmArgs(hosts=hosts, ssh_private_key=config.ssh_private_key))
+cratedb = CrateDb("cratedb", CrateDbArgs(
+    hosts=hosts, settings=config.cratedb, data_root=config.data_root,
+    docker_provider=swarm.docker, network=swarm.network, passwords=config.passwords,
+))
 
 pulumi.export("hosts", [
     {"name": h.name, "address": h.address, "privateAddress": h.private_address, "sshUser": h.ssh_user,
@@ -22,3 +27,5 @@ pulumi.export("hosts", [
 pulumi.export("managerAddress", swarm.manager_address)
 pulumi.export("nodeIds", swarm.node_ids)
 pulumi.export("provisioned", {h.spec.name: h.provisioned for h in hosts})
+pulumi.export("cratedb", {"service": cratedb.service.name, "endpoints": cratedb.endpoints, "schema": cratedb.schema.stdout})
+pulumi.export("cratedbPasswords", pulumi.Output.secret(cratedb.passwords))

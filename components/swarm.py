@@ -20,11 +20,13 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_command as command
+import pulumi_docker as docker
 
+from components.docker_access import docker_host, ssh_opts
 from components.hosts import Host
 from components.remote import Script
 from stack.config import ConfigError
-from stack.constants import MAX_MANAGERS, SWARM_PORT
+from stack.constants import MAX_MANAGERS, OVERLAY_NETWORK, SWARM_PORT
 
 INIT = Script("swarm-init.sh")
 JOIN = Script("swarm-join.sh")
@@ -43,6 +45,7 @@ LEAVE_DEADLINE = 120
 @dataclass(frozen=True, kw_only=True)
 class SwarmArgs:
     hosts: Sequence[Host]
+    ssh_private_key: pulumi.Input[str]  # for the Docker provider's ssh:// transport
 
     def __post_init__(self) -> None:
         managers = [h for h in self.hosts if h.spec.is_manager]
@@ -65,6 +68,8 @@ class Swarm(pulumi.ComponentResource):
     manager_address: pulumi.Output[str]
     node_ids: pulumi.Output[dict]  # host name -> Swarm node id
     nodes_ready: list[command.remote.Command]  # labelled nodes, for services to wait on
+    docker: docker.Provider  # the Docker API of the first manager, over SSH
+    network: docker.Network  # the stack's overlay network
 
     def __init__(self, name: str, args: SwarmArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mds:swarm:Swarm", name, None, opts)
@@ -149,6 +154,20 @@ class Swarm(pulumi.ComponentResource):
                 opts=child,
             ))
 
+        self.docker = docker.Provider(
+            f"{name}-docker",
+            host=docker_host(manager.spec),
+            ssh_opts=ssh_opts(manager.spec, args.ssh_private_key),
+            opts=child.merge(pulumi.ResourceOptions(depends_on=self.nodes_ready)),
+        )
+        # Attachable, so that tests and operators can run one-off containers beside the services.
+        self.network = docker.Network(
+            f"{name}-network",
+            name=OVERLAY_NETWORK,
+            driver="overlay",
+            attachable=True,
+            opts=child.merge(pulumi.ResourceOptions(provider=self.docker)),
+        )
         self.manager_address = pulumi.Output.from_input(manager.spec.address)
         self.node_ids = pulumi.Output.all(**node_ids)
         self.register_outputs({"manager_address": self.manager_address, "node_ids": self.node_ids})

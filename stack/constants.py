@@ -17,3 +17,10 @@ VM_MAX_MAP_COUNT = 262144  # CrateDB bootstrap check (REFERENCE.md, bootstrap ch
 MAX_MANAGERS = 7
 DEFAULT_MANAGERS = 3
 SWARM_PORT = 2377
+
+OVERLAY_NETWORK = "mds"  # the stack's overlay network: CrateDB, ingest and Grafana talk on it
+CRATEDB_SERVICE = "cratedb"  # Swarm service name: its tasks resolve as tasks.cratedb on the overlay
+CRATEDB_HTTP_PORT = 4200
+CRATEDB_TRANSPORT_PORT = 4300
+CRATEDB_PG_PORT = 5432
+READINGS_TABLE = "doc.readings"

@@ -36,7 +36,8 @@ def lab(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def engine(lab):
+def engine(lab, tmp_path_factory):
+    os.environ["MDS_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
     return SshEngine({h.address: h for h in lab.hosts})
 
 

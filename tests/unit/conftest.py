@@ -12,8 +12,10 @@ class UnitMocks(RecordingMocks):
 
     def outputs_for(self, resource: Declared) -> dict:
         outputs = dict(resource.inputs)
+        if resource.typ == "random:index/randomPassword:RandomPassword":
+            outputs["result"] = f"generated-{resource.name}"
         if resource.typ == "command:remote:Command":
-            if resource.name.endswith("-init"):
+            if resource.name.endswith("swarm-init"):
                 data = '{"node_id": "node-init", "manager_token": "SWMTKN-manager", "worker_token": "SWMTKN-worker"}'
             elif m := re.search(r"-join-(.+)$", resource.name):
                 data = f'{{"node_id": "node-{m.group(1)}"}}'
@@ -26,6 +28,13 @@ class UnitMocks(RecordingMocks):
 
 def hosts(count: int, **overrides) -> list[dict]:
     return [{"name": f"node{i + 1}", "address": f"192.0.2.{11 + i}", **overrides} for i in range(count)]
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path, monkeypatch):
+    """Where the program writes the Docker provider's key and known_hosts files."""
+    monkeypatch.setenv("MDS_STATE_DIR", str(tmp_path / "state"))
+    return tmp_path / "state"
 
 
 @pytest.fixture

@@ -1,0 +1,225 @@
+"""The CrateDB cluster: one node per CrateDB host as a Swarm global service, its users and schema.
+
+Settings derive from the host list (never typed twice): node names are the Swarm hostnames,
+`cluster.initial_master_nodes` lists them all, discovery uses the service's task DNS on the overlay.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_command as command
+import pulumi_docker as docker
+import pulumi_random as random
+
+from components.hosts import Host
+from components.remote import Script
+from stack.config import ConfigError, CrateDbSettings, HostSpec
+from stack.constants import (
+    CRATEDB_HTTP_PORT, CRATEDB_SERVICE, CRATEDB_TRANSPORT_PORT, READINGS_TABLE,
+)
+
+FILES = Path(__file__).parent / "cratedb_files"
+SQL = Path(__file__).parent / "sql"
+SCHEMA = Script("cratedb-schema.sh")
+USERS = ("admin", "ingest", "grafana")
+STOP_GRACE_SECONDS = 600  # the shutdown gate (start-crate.sh) waits up to 540 s for GREEN
+
+
+@dataclass(frozen=True, kw_only=True)
+class CrateDbArgs:
+    hosts: Sequence[Host]  # every host of the stack; the component picks those carrying cratedb
+    settings: CrateDbSettings
+    data_root: str
+    docker_provider: docker.Provider
+    network: docker.Network
+    passwords: dict[str, Any]  # user -> secret Output; missing users get a generated password
+
+    def __post_init__(self) -> None:
+        nodes = [h for h in self.hosts if "cratedb" in h.spec.services]
+        if not nodes:
+            raise ConfigError("mds:hosts: no host carries the service 'cratedb'")
+        if self.settings.replicas >= len(nodes):
+            raise ConfigError(f"mds:cratedb.replicas: {self.settings.replicas} replicas need more than {len(nodes)} CrateDB hosts")
+        unknown = set(self.passwords) - set(USERS)
+        if unknown:
+            raise ConfigError(f"unknown CrateDB users {sorted(unknown)}; users are {', '.join(USERS)}")
+
+
+def cluster_settings(nodes: Sequence[HostSpec]) -> dict[str, str]:
+    """The settings of crate.yml that follow from the host list."""
+    names = [h.name for h in nodes]
+    return {
+        "seed_hosts": f"tasks.{CRATEDB_SERVICE}:{CRATEDB_TRANSPORT_PORT}",
+        "initial_master_nodes": "[" + ", ".join(names) + "]",
+        "expected_data_nodes": str(len(names)),
+        # Start recovering with one node missing, so that a cluster restart survives a dead host.
+        "recover_after_data_nodes": str(max(1, len(names) - 1)),
+    }
+
+
+def render_crate_yml(nodes: Sequence[HostSpec]) -> str:
+    text = (FILES / "crate.yml").read_text()
+    for key, value in cluster_settings(nodes).items():
+        text = text.replace("{" + key + "}", value)
+    return text
+
+
+def table_sql(settings: CrateDbSettings) -> str:
+    """The CREATE TABLE statement on one line (comments dropped), with the replica count."""
+    lines = [line for line in (SQL / "readings.sql").read_text().splitlines() if not line.lstrip().startswith("--")]
+    return " ".join(" ".join(lines).split()).replace("{replicas}", f"'{settings.replicas}'")
+
+
+def sql_statements(path: Path) -> list[str]:
+    """Statements of a .sql file: one per line, `--` comments skipped."""
+    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("--")]
+
+
+def user_statements(user: str, password: str) -> tuple[str, str]:
+    """(create, alter): the schema script runs alter when create finds the user (HTTP 409)."""
+    create, alter = sql_statements(SQL / "users.sql")
+    return tuple(s.replace("{user}", user).replace("{password}", password) for s in (create, alter))
+
+
+def schema_requests(settings: CrateDbSettings, passwords: dict[str, str]) -> str:
+    """Stdin of cratedb-schema.sh: one line per step, `label<TAB>body<TAB>body-if-409`."""
+    lines = [("table " + READINGS_TABLE, {"stmt": table_sql(settings)}, None)]
+    for user in USERS:
+        create, alter = user_statements(user, passwords[user])
+        lines.append((f"user {user}", {"stmt": create}, {"stmt": alter}))
+    lines += [(f"grant: {s}", {"stmt": s}, None) for s in sql_statements(SQL / "grants.sql")]
+    return "".join(f"{label}\t{json.dumps(body)}\t{json.dumps(alt) if alt else ''}\n" for label, body, alt in lines)
+
+
+def _swarm_config(name: str, file_name: str, text: str, opts: pulumi.ResourceOptions) -> docker.ServiceConfig:
+    """Swarm configs are immutable: the name carries a content hash, so an edit makes a new one."""
+    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+    return docker.ServiceConfig(
+        name,
+        name=f"{CRATEDB_SERVICE}-{file_name.replace('.', '-')}-{digest}",
+        data=base64.b64encode(text.encode()).decode(),
+        opts=opts.merge(pulumi.ResourceOptions(delete_before_replace=False)),
+    )
+
+
+class CrateDb(pulumi.ComponentResource):
+    service: docker.Service
+    passwords: dict[str, pulumi.Output[str]]  # secret
+    secrets: dict[str, docker.Secret]  # Swarm secrets of the ingest and grafana passwords
+    schema: command.remote.Command
+    endpoints: pulumi.Output[list[str]]  # where the services on the overlay reach CrateDB
+
+    def __init__(self, name: str, args: CrateDbArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mds:cratedb:CrateDb", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        on_swarm = child.merge(pulumi.ResourceOptions(provider=args.docker_provider))
+        nodes = [h for h in args.hosts if "cratedb" in h.spec.services]
+        settings = args.settings
+
+        self.passwords = {}
+        for user in USERS:
+            given = args.passwords.get(user)
+            if given is None:
+                given = random.RandomPassword(f"{name}-password-{user}", length=32, special=False, opts=child).result
+            self.passwords[user] = pulumi.Output.secret(given)
+        # The services that log in get their password as a Swarm secret (a file), never as env.
+        self.secrets = {
+            user: docker.Secret(
+                f"{name}-secret-{user}",
+                data=self.passwords[user].apply(lambda p: base64.b64encode(p.encode()).decode()),
+                opts=on_swarm.merge(pulumi.ResourceOptions(delete_before_replace=True)),
+            )
+            for user in ("ingest", "grafana")
+        }
+
+        configs = {
+            "/crate/config/crate.yml": _swarm_config(f"{name}-crate-yml", "crate.yml", render_crate_yml([h.spec for h in nodes]), on_swarm),
+            "/mds/start-crate.sh": _swarm_config(f"{name}-start", "start-crate.sh", (FILES / "start-crate.sh").read_text(), on_swarm),
+            "/mds/retention.sh": _swarm_config(f"{name}-retention", "retention.sh", (FILES / "retention.sh").read_text(), on_swarm),
+        }
+        env = {
+            "CLUSTER_NAME": settings.cluster_name,
+            "NODE_NAME": "{{.Node.Hostname}}",
+            "RETENTION_MONTHS": str(settings.retention_months),
+            "STOP_GATE_SECONDS": str(STOP_GRACE_SECONDS - 60),
+        }
+        if settings.heap_size:
+            env["CRATE_HEAP_SIZE"] = settings.heap_size
+
+        self.service = docker.Service(
+            f"{name}-service",
+            name=CRATEDB_SERVICE,
+            mode=docker.ServiceModeArgs(global_=True),
+            task_spec=docker.ServiceTaskSpecArgs(
+                container_spec=docker.ServiceTaskSpecContainerSpecArgs(
+                    image=settings.image_ref,
+                    hostname="{{.Node.Hostname}}",
+                    commands=["/bin/sh", "/mds/start-crate.sh"],
+                    env=env,
+                    init=True,
+                    mounts=[docker.ServiceTaskSpecContainerSpecMountArgs(
+                        type="bind", source=f"{args.data_root}/cratedb", target="/data",
+                    )],
+                    configs=[
+                        docker.ServiceTaskSpecContainerSpecConfigArgs(
+                            config_id=config.id, config_name=config.name, file_name=path,
+                            file_mode=0o555 if path.endswith(".sh") else 0o444,
+                        )
+                        for path, config in configs.items()
+                    ],
+                    # Liveness only: 200 (in a cluster) or 503 (no master yet) both mean the node
+                    # runs. A check that waits for a master would keep the task out of
+                    # tasks.cratedb DNS and a new cluster from ever forming (REFERENCE.md, pitfall 1).
+                    healthcheck=docker.ServiceTaskSpecContainerSpecHealthcheckArgs(
+                        tests=["CMD-SHELL", "curl -s -o /dev/null -w '%{http_code}' "
+                               f"http://127.0.0.1:{CRATEDB_HTTP_PORT}/ | grep -qE '^(200|503)$'"],
+                        interval="10s", timeout="5s", retries=6, start_period="120s",
+                    ),
+                    stop_grace_period=f"{STOP_GRACE_SECONDS}s",
+                ),
+                placement=docker.ServiceTaskSpecPlacementArgs(constraints=["node.labels.mds.cratedb==true"]),
+                networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(id=args.network.id)],
+                restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay="10s"),
+            ),
+            # One node at a time; the old task's shutdown gate waits for GREEN before it stops.
+            update_config=docker.ServiceUpdateConfigArgs(
+                parallelism=1, order="stop-first", failure_action="pause", delay="30s", monitor="120s",
+            ),
+            rollback_config=docker.ServiceRollbackConfigArgs(parallelism=1, order="stop-first"),
+            endpoint_spec=docker.ServiceEndpointSpecArgs(
+                mode="dnsrr",
+                ports=[docker.ServiceEndpointSpecPortArgs(
+                    target_port=CRATEDB_HTTP_PORT, published_port=CRATEDB_HTTP_PORT, publish_mode="host",
+                )] if settings.publish_admin_ui else None,
+            ),
+            opts=on_swarm,
+        )
+
+        # Users and schema, from inside a CrateDB container on the first CrateDB host: the
+        # superuser has no password and is trusted on loopback only (REFERENCE.md, pitfall 3).
+        runner = nodes[0]
+        schema_cmd = SCHEMA.command({
+            "HOST_NAME": runner.spec.name, "SERVICE": CRATEDB_SERVICE, "EXPECTED_NODES": str(len(nodes)),
+            "DEADLINE": "600",
+        }, sudo=runner.sudo)
+        self.schema = command.remote.Command(
+            f"{name}-schema",
+            connection=runner.connection,
+            create=schema_cmd,
+            update=schema_cmd,
+            stdin=pulumi.Output.all(**self.passwords).apply(lambda pw: schema_requests(settings, pw)),
+            triggers=[SCHEMA.digest, self.service.id],
+            logging=command.remote.Logging.STDOUT,  # stdout names steps only; never a password
+            opts=child.merge(pulumi.ResourceOptions(depends_on=[self.service])),
+        )
+        self.endpoints = pulumi.Output.from_input([f"{CRATEDB_SERVICE}:{CRATEDB_HTTP_PORT}"])
+        self.register_outputs({"service": self.service.name, "endpoints": self.endpoints})
+

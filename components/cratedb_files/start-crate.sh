@@ -1,0 +1,46 @@
+#!/bin/sh
+# Entry point of every CrateDB task (the image's own entrypoint does the rest).
+# - nofile: CrateDB's bootstrap check wants 65536; Swarm services cannot set ulimits through
+#   pulumi-docker, so the soft limit is raised here (within the engine's hard limit).
+# - heap: half the host's memory, capped below 31 GB, unless CRATE_HEAP_SIZE is set.
+# - shutdown gate: on SIGTERM (a rolling update, a drain) the node waits until the cluster is GREEN
+#   before it stops, so that a rolling restart takes the next node down only after the previous
+#   one has its replicas back. Bounded by STOP_GATE_SECONDS (below Swarm's stop grace period).
+# - retention runs in the background on every node (see retention.sh).
+set -eu
+
+ulimit -n 65536 || { echo "start-crate: cannot raise nofile to 65536 (hard limit $(ulimit -Hn))" >&2; exit 1; }
+
+if [ -z "${CRATE_HEAP_SIZE:-}" ]; then
+  total_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)
+  heap_mb=$((total_kb / 2 / 1024))
+  [ "$heap_mb" -le 30720 ] || heap_mb=30720  # stay below 31 GB: compressed object pointers
+  export CRATE_HEAP_SIZE="${heap_mb}m"
+fi
+echo "start-crate: node ${NODE_NAME}, heap ${CRATE_HEAP_SIZE}"
+
+cluster_health() {
+  curl -sf -m 5 -H 'Content-Type: application/json' \
+    -d '{"stmt": "SELECT health FROM sys.health ORDER BY severity DESC LIMIT 1"}' \
+    http://127.0.0.1:4200/_sql | sed -n 's/.*"rows":\[\["\([A-Z]*\)"\]\].*/\1/p'
+}
+
+stop_gate() {
+  deadline=$(( $(date +%s) + ${STOP_GATE_SECONDS:-540} ))
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    health=$(cluster_health || true)
+    # No table yet (empty answer) or GREEN: nothing to wait for.
+    if [ -z "$health" ] || [ "$health" = GREEN ]; then break; fi
+    echo "start-crate: stop requested, cluster is ${health}; waiting for GREEN before stopping"
+    sleep 5
+  done
+  kill -TERM "$crate_pid" 2>/dev/null || true
+}
+trap stop_gate TERM INT
+
+/mds/retention.sh &
+/docker-entrypoint.sh crate &
+crate_pid=$!
+wait "$crate_pid" || true
+# A trap interrupts the first wait: wait again for CrateDB to finish its shutdown.
+wait "$crate_pid" 2>/dev/null || true

@@ -1,0 +1,203 @@
+"""The CrateDB component: settings derived from the hosts, the global service, users, schema."""
+
+import base64
+import json
+
+import pytest
+import yaml
+from cratedb_sqlparse import sqlparse
+
+from components.cratedb import cluster_settings, render_crate_yml, schema_requests
+from stack import ConfigError, parse
+from stack.config import CrateDbSettings, check_password
+from tests.unit.conftest import hosts, is_secret, plain
+from tests.unit.test_hosts import script_and_env
+
+# Settings CrateDB documents for 6.4 (docs/config/node.rst, cluster.rst, auth/hba.rst; REFERENCE.md A).
+DOCUMENTED_SETTINGS = {
+    "cluster.name", "node.name", "path.data", "path.logs", "blobs.path", "network.host",
+    "network.publish_host", "discovery.seed_hosts", "cluster.initial_master_nodes",
+    "gateway.expected_data_nodes", "gateway.recover_after_data_nodes", "auth.host_based.enabled",
+    "auth.host_based.config",
+}
+
+
+def specs(count):
+    return parse({"hosts": hosts(count)}, ssh_private_key="KEY").hosts
+
+
+@pytest.mark.parametrize("count, recover_after", [(1, 1), (3, 2), (5, 4)])
+def test_cluster_settings_follow_the_host_list(count, recover_after):
+    settings = cluster_settings(specs(count))
+    assert settings["initial_master_nodes"] == "[" + ", ".join(f"node{i + 1}" for i in range(count)) + "]"
+    assert settings["expected_data_nodes"] == str(count)
+    assert settings["recover_after_data_nodes"] == str(recover_after)
+    assert settings["seed_hosts"] == "tasks.cratedb:4300"
+    crate_yml = yaml.safe_load(render_crate_yml(specs(count)))
+    assert crate_yml["cluster.initial_master_nodes"] == [f"node{i + 1}" for i in range(count)]
+    assert crate_yml["gateway.expected_data_nodes"] == count
+
+
+def test_crate_yml_uses_only_documented_settings_and_known_variables():
+    text = render_crate_yml(specs(3))
+    settings = yaml.safe_load(text)
+    assert set(settings) <= DOCUMENTED_SETTINGS, set(settings) - DOCUMENTED_SETTINGS
+    assert "{" not in text.replace("${", "")  # every {placeholder} filled
+    assert settings["node.name"] == "${NODE_NAME}" and settings["cluster.name"] == "${CLUSTER_NAME}"
+    assert settings["path.data"] == "/data/data"  # our crate.yml replaces the image's (pitfall 8)
+    assert settings["network.publish_host"] == "_eth0:ipv4_"
+    assert settings["auth.host_based.enabled"] is True
+    hba = settings["auth.host_based.config"]
+    assert hba[0] == {"user": "crate", "address": "_local_", "method": "trust"}
+    assert hba[99] == {"method": "password"}
+
+
+def service_of(declared):
+    return declared["cratedb-service"]
+
+
+def test_global_service_on_cratedb_hosts_with_pinned_image_and_data_dir(deploy):
+    declared, outputs = deploy({"hosts": hosts(3), "dataRoot": "/data/mds"})
+    service = service_of(declared)
+    inputs = service.inputs
+    assert service.typ == "docker:index/service:Service" and service.parent == "cratedb"
+    assert inputs["name"] == "cratedb"
+    assert inputs["mode"] == {"global": True}
+    spec = inputs["taskSpec"]
+    container = spec["containerSpec"]
+    assert container["image"] == "crate:6.4.3"
+    assert spec["placement"]["constraints"] == ["node.labels.mds.cratedb==true"]
+    assert container["mounts"] == [{"type": "bind", "source": "/data/mds/cratedb", "target": "/data"}]
+    assert container["env"]["NODE_NAME"] == "{{.Node.Hostname}}"
+    assert container["env"]["CLUSTER_NAME"] == "mds"
+    assert "CRATE_HEAP_SIZE" not in container["env"]  # half the host's memory, computed on the host
+    assert container["commands"] == ["/bin/sh", "/mds/start-crate.sh"] and container["init"] is True
+    assert spec["networksAdvanceds"] == [{"id": "swarm-network-id"}]
+    # Liveness only (pitfall 1): 503 "no master yet" counts as alive.
+    test = " ".join(container["healthcheck"]["tests"])
+    assert "http://127.0.0.1:4200/" in test and "^(200|503)$" in test
+    update = inputs["updateConfig"]
+    assert (update["parallelism"], update["order"], update["failureAction"]) == (1, "stop-first", "pause")
+    assert container["stopGracePeriod"] == "600s"
+    # Ports 4200/4300/5432 stay inside the swarm; dnsrr because there is no IPVS.
+    assert inputs["endpointSpec"] == {"mode": "dnsrr"}
+    assert outputs["cratedb"]["service"] == "cratedb"
+
+
+def test_configs_are_mounted_and_named_by_content(deploy):
+    declared, _ = deploy({"hosts": hosts(3)})
+    configs = {c["fileName"]: c for c in service_of(declared).inputs["taskSpec"]["containerSpec"]["configs"]}
+    assert set(configs) == {"/crate/config/crate.yml", "/mds/start-crate.sh", "/mds/retention.sh"}
+    crate_yml = declared["cratedb-crate-yml"]
+    assert base64.b64decode(crate_yml.inputs["data"]).decode() == render_crate_yml(specs(3))
+    assert crate_yml.inputs["name"].startswith("cratedb-crate-yml-")
+    # A changed host list changes the content and so the name (Swarm configs are immutable).
+    declared5, _ = deploy({"hosts": hosts(5)})
+    assert declared5["cratedb-crate-yml"].inputs["name"] != crate_yml.inputs["name"]
+
+
+def test_admin_ui_published_in_host_mode_only_when_asked(deploy):
+    declared, _ = deploy({"hosts": hosts(3), "cratedb": {"publishAdminUi": True, "heapSize": "2g"}})
+    endpoint = service_of(declared).inputs["endpointSpec"]
+    assert endpoint["ports"] == [{"targetPort": 4200, "publishedPort": 4200, "publishMode": "host"}]
+    assert service_of(declared).inputs["taskSpec"]["containerSpec"]["env"]["CRATE_HEAP_SIZE"] == "2g"
+
+
+def test_passwords_are_generated_secret_and_never_in_configs_env_or_commands(deploy):
+    declared, outputs = deploy({"hosts": hosts(3)})
+    for user in ("admin", "ingest", "grafana"):
+        assert declared[f"cratedb-password-{user}"].typ == "random:index/randomPassword:RandomPassword"
+    passwords = [f"generated-cratedb-password-{u}" for u in ("admin", "ingest", "grafana")]
+    assert outputs["cratedbPasswords"] == dict(zip(("admin", "ingest", "grafana"), passwords))
+    for user in ("ingest", "grafana"):
+        secret = declared[f"cratedb-secret-{user}"]
+        assert is_secret(secret.inputs["data"])
+        assert base64.b64decode(plain(secret.inputs["data"])).decode() == f"generated-cratedb-password-{user}"
+    schema = declared["cratedb-schema"]
+    assert is_secret(schema.inputs["stdin"])
+    everything_public = json.dumps({n: d.inputs for n, d in declared.items() if not n.startswith(("cratedb-secret", "cratedb-schema"))})
+    everything_public += schema.inputs["create"]
+    assert not any(p in everything_public for p in passwords)
+
+
+def test_given_passwords_are_used(deploy):
+    declared, _ = deploy({"hosts": hosts(3), "ingestPassword": "ingest-pass-0123456789"})
+    assert "cratedb-password-ingest" not in declared
+    stdin = plain(declared["cratedb-schema"].inputs["stdin"])
+    assert "CREATE USER ingest WITH (password = 'ingest-pass-0123456789')" in stdin
+
+
+def test_schema_runs_every_statement_through_cratedbs_grammar(deploy):
+    declared, _ = deploy({"hosts": hosts(3)})
+    schema = declared["cratedb-schema"]
+    script, env, _ = script_and_env(schema.inputs["create"])
+    assert env == {"HOST_NAME": "node1", "SERVICE": "cratedb", "EXPECTED_NODES": "3", "DEADLINE": "600"}
+    assert "cratedb-service" in schema.depends_on
+    steps = [line.split("\t") for line in plain(schema.inputs["stdin"]).splitlines()]
+    assert [s[0] for s in steps[:4]] == ["table doc.readings", "user admin", "user ingest", "user grafana"]
+    for label, body, alternative in steps:
+        for request in filter(None, (body, alternative)):
+            statement = json.loads(request)["stmt"]
+            parsed = sqlparse(statement, raise_exception=True)  # one statement at a time (DESIGN.md)
+            assert len(parsed) == 1, (label, statement)
+    table = json.loads(steps[0][1])["stmt"]
+    assert "PARTITIONED BY (month)" in table and "number_of_replicas = '1'" in table
+    assert "PRIMARY KEY (agent, sensor, ts, month)" in table
+    grants = [json.loads(s[1])["stmt"] for s in steps if s[0].startswith("grant")]
+    assert "GRANT DML ON TABLE doc.readings TO ingest" in grants
+    assert not any("TO ingest" in g and ("DDL" in g or "DQL" in g) for g in grants)  # ingest cannot drop
+    assert not any("TO grafana" in g and ("DML" in g or "DDL" in g) for g in grants)  # grafana cannot write
+
+
+def test_single_host_stack_has_no_replicas():
+    settings = parse({"hosts": hosts(1)}, ssh_private_key="K").cratedb
+    assert settings.replicas == 0
+    table = json.loads(schema_requests(settings, dict.fromkeys(("admin", "ingest", "grafana"), "p" * 16)).split("\t")[1])
+    assert "number_of_replicas = '0'" in table["stmt"]
+
+
+BAD = [
+    ({"replicas": 3}, 3, r"mds:cratedb\.replicas: 3 replicas need at least 4 CrateDB hosts, and only 3"),
+    ({"replicas": 1}, 1, r"mds:cratedb\.replicas: 1 replicas need at least 2 CrateDB hosts"),
+    ({"replicas": -1}, 3, r"mds:cratedb\.replicas: -1 is not a number of replicas"),
+    ({"version": "6.2.0"}, 3, r"mds:cratedb\.version: '6\.2\.0' is not allowed; pin an exact release X\.Y\.Z, at least 6\.3\.3"),
+    ({"version": "latest"}, 3, r"mds:cratedb\.version: 'latest' is not allowed"),
+    ({"heapSize": "32g"}, 3, r"mds:cratedb\.heapSize: '32g' is not allowed; use megabytes or gigabytes below 31g"),
+    ({"heapSize": "lots"}, 3, r"mds:cratedb\.heapSize: 'lots'"),
+    ({"image": "crate:6.4.3"}, 3, r"mds:cratedb\.image: 'crate:6\.4\.3' is not an image repository"),
+    ({"retentionMonths": -2}, 3, r"mds:cratedb\.retentionMonths: -2 is not a number of months"),
+    ({"publishAdminUi": "yes"}, 3, r"mds:cratedb\.publishAdminUi: 'yes' must be true or false"),
+    ({"shards": 4}, 3, r"mds:cratedb: unknown field\(s\) shards; allowed: version"),
+]
+
+
+@pytest.mark.parametrize("cratedb, count, message", BAD, ids=[m for *_, m in BAD])
+def test_bad_cratedb_settings_name_the_key(cratedb, count, message):
+    with pytest.raises(ConfigError, match=message):
+        parse({"hosts": hosts(count), "cratedb": cratedb}, ssh_private_key="K")
+
+
+def test_password_alphabet():
+    assert check_password("A-good.password_0123", "ingestPassword")
+    for bad in ("short", "has'quote-0123456789", "has$dollar-0123456789", "has space 0123456789"):
+        with pytest.raises(ConfigError, match="mds:ingestPassword: not allowed"):
+            check_password(bad, "ingestPassword")
+
+
+def test_defaults():
+    assert CrateDbSettings().image_ref == "crate:6.4.3"
+
+
+def test_statements_of_the_node_scripts_parse():
+    """retention.sh and start-crate.sh talk SQL to their own node: CrateDB's grammar accepts it."""
+    import re
+
+    from components.cratedb import FILES
+
+    retention = (FILES / "retention.sh").read_text()
+    cutoff = re.search(r'cutoff="(.+)"', retention).group(1).replace("${RETENTION_MONTHS}", "3")
+    statements = [s.replace("${cutoff}", cutoff) for s in re.findall(r'sql "([^"]+)"', retention)]
+    statements += re.findall(r'"stmt": "([^"]+)"', (FILES / "start-crate.sh").read_text())
+    assert len(statements) == 3
+    for statement in statements:
+        assert len(sqlparse(statement, raise_exception=True)) == 1, statement
