@@ -17,6 +17,7 @@ swarm = Swarm("swarm", SwarmArgs(hosts=hosts, ssh_private_key=config.ssh_private
 cratedb = CrateDb("cratedb", CrateDbArgs(
     hosts=hosts, settings=config.cratedb, data_root=config.data_root,
     docker_provider=swarm.docker, network=swarm.network, passwords=config.passwords,
+    backup_keys=config.backup_keys,
 ))
 
 pulumi.export("hosts", [

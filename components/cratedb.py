@@ -21,7 +21,7 @@ import pulumi_random as random
 
 from components.hosts import Host
 from components.remote import Script
-from stack.config import ConfigError, CrateDbSettings, HostSpec
+from stack.config import BackupSettings, ConfigError, CrateDbSettings, HostSpec
 from stack.constants import (
     CRATEDB_HTTP_PORT, CRATEDB_SERVICE, CRATEDB_TRANSPORT_PORT, READINGS_TABLE,
 )
@@ -30,6 +30,8 @@ FILES = Path(__file__).parent / "cratedb_files"
 SQL = Path(__file__).parent / "sql"
 SCHEMA = Script("cratedb-schema.sh")
 USERS = ("admin", "ingest", "grafana")
+REPOSITORY = "mds_backups"
+SNAPSHOTS_DIR = "/snapshots"  # where an fs repository's shared directory appears in the nodes
 STOP_GRACE_SECONDS = 600  # the shutdown gate (start-crate.sh) waits up to 540 s for GREEN
 
 
@@ -41,6 +43,7 @@ class CrateDbArgs:
     docker_provider: docker.Provider
     network: docker.Network
     passwords: dict[str, Any]  # user -> secret Output; missing users get a generated password
+    backup_keys: dict[str, Any] | None = None  # backupAccessKey / backupSecretKey for s3, secret
 
     def __post_init__(self) -> None:
         nodes = [h for h in self.hosts if "cratedb" in h.spec.services]
@@ -65,11 +68,25 @@ def cluster_settings(nodes: Sequence[HostSpec]) -> dict[str, str]:
     }
 
 
-def render_crate_yml(nodes: Sequence[HostSpec]) -> str:
+def render_crate_yml(nodes: Sequence[HostSpec], backup: BackupSettings | None = None) -> str:
     text = (FILES / "crate.yml").read_text()
     for key, value in cluster_settings(nodes).items():
         text = text.replace("{" + key + "}", value)
+    if backup and backup.type == "fs":
+        text += f"\n# Snapshots go to a directory every node shares (CREATE REPOSITORY ... TYPE fs).\npath.repo: [{SNAPSHOTS_DIR}]\n"
     return text
+
+
+def repository_sql(backup: BackupSettings, keys: dict[str, str]) -> str:
+    """CREATE REPOSITORY for the stack's backups; s3 keys come from the stack's secrets."""
+    if backup.type == "fs":
+        options = {"location": f"{SNAPSHOTS_DIR}/mds", "compress": "true"}
+    else:
+        options = {"bucket": backup.bucket, "base_path": backup.base_path, "endpoint": backup.endpoint,
+                   "region": backup.region, "access_key": keys.get("backupAccessKey"),
+                   "secret_key": keys.get("backupSecretKey")}
+    rendered = ", ".join(f"{k} = {v}" if v == "true" else f"{k} = '{v}'" for k, v in options.items() if v is not None)
+    return f"CREATE REPOSITORY {REPOSITORY} TYPE {backup.type} WITH ({rendered})"
 
 
 def table_sql(settings: CrateDbSettings) -> str:
@@ -89,14 +106,22 @@ def user_statements(user: str, password: str) -> tuple[str, str]:
     return tuple(s.replace("{user}", user).replace("{password}", password) for s in (create, alter))
 
 
-def schema_requests(settings: CrateDbSettings, passwords: dict[str, str]) -> str:
-    """Stdin of cratedb-schema.sh: one line per step, `label<TAB>body<TAB>body-if-409`."""
-    lines = [("table " + READINGS_TABLE, {"stmt": table_sql(settings)}, None)]
+def schema_requests(settings: CrateDbSettings, passwords: dict[str, str], backup_keys: dict[str, str] | None = None) -> str:
+    """Stdin of cratedb-schema.sh: one line per step, `label<TAB>body<TAB>[bodies to run on 409]`."""
+    lines = [("table " + READINGS_TABLE, table_sql(settings), [])]
     for user in USERS:
         create, alter = user_statements(user, passwords[user])
-        lines.append((f"user {user}", {"stmt": create}, {"stmt": alter}))
-    lines += [(f"grant: {s}", {"stmt": s}, None) for s in sql_statements(SQL / "grants.sql")]
-    return "".join(f"{label}\t{json.dumps(body)}\t{json.dumps(alt) if alt else ''}\n" for label, body, alt in lines)
+        lines.append((f"user {user}", create, [alter]))
+    lines += [(f"grant: {s}", s, []) for s in sql_statements(SQL / "grants.sql")]
+    if settings.backup:
+        # No IF NOT EXISTS for repositories: an existing one is dropped (its snapshots stay) and
+        # registered again, so that changed settings apply.
+        create = repository_sql(settings.backup, backup_keys or {})
+        lines.append((f"repository {REPOSITORY}", create, [f"DROP REPOSITORY {REPOSITORY}", create]))
+    return "".join(
+        f"{label}\t{json.dumps({'stmt': stmt})}\t{json.dumps([{'stmt': s} for s in on_conflict])}\n"
+        for label, stmt, on_conflict in lines
+    )
 
 
 def _swarm_config(name: str, file_name: str, text: str, opts: pulumi.ResourceOptions) -> docker.ServiceConfig:
@@ -140,11 +165,14 @@ class CrateDb(pulumi.ComponentResource):
             for user in ("ingest", "grafana")
         }
 
-        configs = {
-            "/crate/config/crate.yml": _swarm_config(f"{name}-crate-yml", "crate.yml", render_crate_yml([h.spec for h in nodes]), on_swarm),
-            "/mds/start-crate.sh": _swarm_config(f"{name}-start", "start-crate.sh", (FILES / "start-crate.sh").read_text(), on_swarm),
-            "/mds/retention.sh": _swarm_config(f"{name}-retention", "retention.sh", (FILES / "retention.sh").read_text(), on_swarm),
-        }
+        backup = settings.backup
+        crate_yml = render_crate_yml([h.spec for h in nodes], backup)
+        configs = {"/crate/config/crate.yml": _swarm_config(f"{name}-crate-yml", "crate.yml", crate_yml, on_swarm)}
+        for script in ("start-crate.sh", "retention.sh") + (("snapshot.sh",) if backup else ()):
+            configs[f"/mds/{script}"] = _swarm_config(f"{name}-{script.removesuffix('.sh')}", script, (FILES / script).read_text(), on_swarm)
+        mounts = [docker.ServiceTaskSpecContainerSpecMountArgs(type="bind", source=f"{args.data_root}/cratedb", target="/data")]
+        if backup and backup.type == "fs":
+            mounts.append(docker.ServiceTaskSpecContainerSpecMountArgs(type="bind", source=backup.location, target=SNAPSHOTS_DIR))
         env = {
             "CLUSTER_NAME": settings.cluster_name,
             "NODE_NAME": "{{.Node.Hostname}}",
@@ -153,6 +181,8 @@ class CrateDb(pulumi.ComponentResource):
         }
         if settings.heap_size:
             env["CRATE_HEAP_SIZE"] = settings.heap_size
+        if backup:
+            env.update(BACKUP_REPOSITORY=REPOSITORY, BACKUP_EVERY_HOURS=str(backup.every_hours), BACKUP_KEEP=str(backup.keep))
 
         self.service = docker.Service(
             f"{name}-service",
@@ -165,9 +195,7 @@ class CrateDb(pulumi.ComponentResource):
                     commands=["/bin/sh", "/mds/start-crate.sh"],
                     env=env,
                     init=True,
-                    mounts=[docker.ServiceTaskSpecContainerSpecMountArgs(
-                        type="bind", source=f"{args.data_root}/cratedb", target="/data",
-                    )],
+                    mounts=mounts,
                     configs=[
                         docker.ServiceTaskSpecContainerSpecConfigArgs(
                             config_id=config.id, config_name=config.name, file_name=path,
@@ -215,7 +243,9 @@ class CrateDb(pulumi.ComponentResource):
             connection=runner.connection,
             create=schema_cmd,
             update=schema_cmd,
-            stdin=pulumi.Output.all(**self.passwords).apply(lambda pw: schema_requests(settings, pw)),
+            stdin=pulumi.Output.all(
+                pulumi.Output.all(**self.passwords), pulumi.Output.all(**(args.backup_keys or {})),
+            ).apply(lambda both: schema_requests(settings, both[0], both[1])),
             triggers=[SCHEMA.digest, self.service.id],
             logging=command.remote.Logging.STDOUT,  # stdout names steps only; never a password
             opts=child.merge(pulumi.ResourceOptions(depends_on=[self.service])),

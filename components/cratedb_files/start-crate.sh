@@ -6,7 +6,8 @@
 # - shutdown gate: on SIGTERM (a rolling update, a drain) the node waits until the cluster is GREEN
 #   before it stops, so that a rolling restart takes the next node down only after the previous
 #   one has its replicas back. Bounded by STOP_GATE_SECONDS (below Swarm's stop grace period).
-# - retention runs in the background on every node (see retention.sh).
+# - retention and, when the stack asks for backups, snapshots run in the background on every
+#   node (retention.sh, snapshot.sh).
 set -eu
 
 ulimit -n 65536 || { echo "start-crate: cannot raise nofile to 65536 (hard limit $(ulimit -Hn))" >&2; exit 1; }
@@ -39,6 +40,7 @@ stop_gate() {
 trap stop_gate TERM INT
 
 /mds/retention.sh &
+[ ! -x /mds/snapshot.sh ] || /mds/snapshot.sh &
 /docker-entrypoint.sh crate &
 crate_pid=$!
 wait "$crate_pid" || true

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Apply the readings table, the users and their grants, idempotently, from inside the CrateDB
 # container on this host (the superuser is trusted on loopback only and has no password).
-# Stdin: one step per line, "label<TAB>request body<TAB>request body if the first answers 409"
-# (a user that exists gets its password set instead). Passwords arrive only this way.
+# Stdin: one step per line, "label<TAB>request body<TAB>JSON list of request bodies to run instead
+# when the first answers 409" (a user that exists gets its password set; a repository that exists
+# is registered again). Passwords and keys arrive only this way.
 #
 # Environment: HOST_NAME, SERVICE (the CrateDB service), EXPECTED_NODES, DEADLINE (seconds).
 set -euo pipefail
@@ -14,6 +15,18 @@ container=""
 sql() { # request body on stdin; prints "<http status> <response>"
   docker exec -i "$container" curl -s -m 60 -w '\n%{http_code}' -H 'Content-Type: application/json' \
     --data-binary @- "http://127.0.0.1:4200/_sql" | { body=$(cat); echo "${body##*$'\n'} ${body%$'\n'*}"; }
+}
+
+inventory() { # one line per table, user, privilege and repository of the stack
+  local stmt
+  for stmt in \
+    "SELECT 'table ' || table_schema || '.' || table_name FROM information_schema.tables WHERE table_schema = 'doc' ORDER BY 1" \
+    "SELECT 'user ' || name FROM sys.users ORDER BY 1" \
+    "SELECT 'privilege ' || type || ' on ' || coalesce(ident, 'cluster') || ' to ' || grantee FROM sys.privileges ORDER BY 1" \
+    "SELECT 'repository ' || name FROM sys.repositories ORDER BY 1"; do
+    sql <<<"{\"stmt\": \"${stmt}\"}" | sed -n 's/^200 .*"rows":\[\(.*\)\],"rowcount".*/\1/p' |
+      sed -e 's/^\["//' -e 's/"\]$//' -e 's/"\],\["/\n/g'
+  done
 }
 
 main() {
@@ -30,21 +43,28 @@ main() {
     sleep 3
   done
 
-  local changes=() label body alt status
-  while IFS=$'\t' read -r label body alt; do
+  local before after label body on_conflict status
+  before=$(inventory)
+  while IFS=$'\t' read -r label body on_conflict; do
     [ -n "$label" ] || continue
     answer=$(sql <<<"$body")
     status=${answer%% *}
-    if [ "$status" = 409 ] && [ -n "$alt" ]; then
-      answer=$(sql <<<"$alt")
-      status=${answer%% *}
-    elif [ "$status" = 200 ] && [[ "$answer" != *'"rowcount":0'* ]]; then
-      changes+=("$label")
+    if [ "$status" = 409 ] && [ "$on_conflict" != "[]" ]; then
+      # The list holds one JSON object per element; split on the "}, {" between them.
+      while IFS= read -r body; do
+        answer=$(sql <<<"$body")
+        status=${answer%% *}
+        [ "$status" = 200 ] || break
+      done < <(sed -e 's/^\[//' -e 's/\]$//' -e 's/}, {/}\n{/g' <<<"$on_conflict")
     fi
     # Never echo a response body: it can quote the statement, and so a password.
     [ "$status" = 200 ] || fail "${label}: HTTP ${status}"
   done <<<"$steps"
-  if [ "${#changes[@]}" -eq 0 ]; then say "unchanged"; else say "changed: $(printf '%s; ' "${changes[@]}" | sed 's/; $//')"; fi
+  after=$(inventory)
+  # Report what exists now that did not before (a password set again is not visible here).
+  local added
+  added=$(comm -13 <(sort <<<"$before") <(sort <<<"$after") | paste -sd ';' - | sed 's/;/; /g')
+  if [ -z "$added" ]; then say "unchanged"; else say "changed: ${added}"; fi
 }
 
 main "$@"

@@ -135,9 +135,9 @@ def test_schema_runs_every_statement_through_cratedbs_grammar(deploy):
     assert "cratedb-service" in schema.depends_on
     steps = [line.split("\t") for line in plain(schema.inputs["stdin"]).splitlines()]
     assert [s[0] for s in steps[:4]] == ["table doc.readings", "user admin", "user ingest", "user grafana"]
-    for label, body, alternative in steps:
-        for request in filter(None, (body, alternative)):
-            statement = json.loads(request)["stmt"]
+    for label, body, on_conflict in steps:
+        for request in [json.loads(body), *json.loads(on_conflict)]:
+            statement = request["stmt"]
             parsed = sqlparse(statement, raise_exception=True)  # one statement at a time (DESIGN.md)
             assert len(parsed) == 1, (label, statement)
     table = json.loads(steps[0][1])["stmt"]
@@ -156,6 +156,30 @@ def test_single_host_stack_has_no_replicas():
     assert "number_of_replicas = '0'" in table["stmt"]
 
 
+def test_fs_backups_mount_the_shared_directory_and_schedule_snapshots(deploy):
+    declared, _ = deploy({"hosts": hosts(3), "cratedb": {"backup": {"type": "fs", "location": "/mnt/backups", "everyHours": 6, "keep": 28}}})
+    container = service_of(declared).inputs["taskSpec"]["containerSpec"]
+    assert {"type": "bind", "source": "/mnt/backups", "target": "/snapshots"} in container["mounts"]
+    assert {c["fileName"] for c in container["configs"]} >= {"/mds/snapshot.sh"}
+    assert (container["env"]["BACKUP_EVERY_HOURS"], container["env"]["BACKUP_KEEP"]) == ("6", "28")
+    assert yaml.safe_load(base64.b64decode(declared["cratedb-crate-yml"].inputs["data"]))["path.repo"] == ["/snapshots"]
+    step = [line.split("\t") for line in plain(declared["cratedb-schema"].inputs["stdin"]).splitlines()][-1]
+    assert json.loads(step[1])["stmt"] == "CREATE REPOSITORY mds_backups TYPE fs WITH (location = '/snapshots/mds', compress = true)"
+    assert [r["stmt"] for r in json.loads(step[2])] == ["DROP REPOSITORY mds_backups", json.loads(step[1])["stmt"]]
+
+
+def test_s3_backups_take_keys_from_secrets(deploy):
+    declared, _ = deploy({"hosts": hosts(3), "backupAccessKey": "AKIAEXAMPLE", "backupSecretKey": "s3cr3t/Key+Example",
+                          "cratedb": {"backup": {"type": "s3", "bucket": "plant-backups", "endpoint": "minio.local:9000"}}})
+    container = service_of(declared).inputs["taskSpec"]["containerSpec"]
+    assert not any(m["target"] == "/snapshots" for m in container["mounts"])
+    stdin = plain(declared["cratedb-schema"].inputs["stdin"])
+    assert ("CREATE REPOSITORY mds_backups TYPE s3 WITH (bucket = 'plant-backups', endpoint = 'minio.local:9000', "
+            "access_key = 'AKIAEXAMPLE', secret_key = 's3cr3t/Key+Example')") in stdin
+    public = json.dumps({n: d.inputs for n, d in declared.items() if n != "cratedb-schema"})
+    assert "s3cr3t" not in public
+
+
 BAD = [
     ({"replicas": 3}, 3, r"mds:cratedb\.replicas: 3 replicas need at least 4 CrateDB hosts, and only 3"),
     ({"replicas": 1}, 1, r"mds:cratedb\.replicas: 1 replicas need at least 2 CrateDB hosts"),
@@ -168,6 +192,12 @@ BAD = [
     ({"retentionMonths": -2}, 3, r"mds:cratedb\.retentionMonths: -2 is not a number of months"),
     ({"publishAdminUi": "yes"}, 3, r"mds:cratedb\.publishAdminUi: 'yes' must be true or false"),
     ({"shards": 4}, 3, r"mds:cratedb: unknown field\(s\) shards; allowed: version"),
+    ({"backup": {"type": "nfs"}}, 3, r"mds:cratedb\.backup: set type to fs or s3"),
+    ({"backup": {"type": "fs"}}, 3, r"mds:cratedb\.backup\.location is missing: a fs repository needs it"),
+    ({"backup": {"type": "s3", "location": "/x", "bucket": "b"}}, 3, r"mds:cratedb\.backup: unknown field\(s\) location for type s3"),
+    ({"backup": {"type": "fs", "location": "relative"}}, 3, r"mds:cratedb\.backup\.location: 'relative' must be an absolute path"),
+    ({"backup": {"type": "s3", "bucket": "b", "keep": 0}}, 3, r"mds:cratedb\.backup\.keep: 0 must be a whole number of at least 1"),
+    ({"backup": {"type": "s3", "bucket": "it's"}}, 3, r"mds:cratedb\.backup\.bucket: \"it's\" is not allowed"),
 ]
 
 

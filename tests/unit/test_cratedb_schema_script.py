@@ -1,0 +1,89 @@
+"""cratedb-schema.sh, run for real against the CrateDB contract double (tests/cratedb_double.py).
+
+The script talks to CrateDB through `docker exec <crate container> curl`; here a stand-in `docker`
+on PATH runs that curl against the double. What is tested is the script: its waits, the 409 paths,
+idempotence and its report. CrateDB's own answers are the double's (see its docstring).
+"""
+
+import os
+import stat
+import subprocess
+
+import pytest
+
+from tests.cratedb_double import CrateDouble, CrateState
+from tests.program import plain
+from tests.unit.conftest import hosts
+
+FAKE_DOCKER = """#!/usr/bin/env bash
+case "$1" in
+  ps) echo fake-crate-container ;;
+  exec) shift 3; args=("$@"); exec "${args[@]/http:\\/\\/127.0.0.1:4200/$CRATE_URL}" ;;
+  *) echo "fake docker: $*" >&2; exit 1 ;;
+esac
+"""
+
+
+@pytest.fixture
+def schema_command(deploy):
+    declared, _ = deploy({"hosts": hosts(3), "cratedb": {"backup": {"type": "fs", "location": "/mnt/backups"}}})
+    schema = declared["cratedb-schema"]
+    return schema.inputs["create"], plain(schema.inputs["stdin"])
+
+
+def run(command, stdin, crate, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "docker").chmod(stat.S_IRWXU)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CRATE_URL": crate.url}
+    return subprocess.run(["sh", "-c", command], input=stdin, capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_first_run_creates_everything_and_second_run_changes_nothing(schema_command, tmp_path):
+    command, stdin = schema_command
+    with CrateDouble(CrateState(nodes=3)) as crate:
+        first = run(command, stdin, crate, tmp_path)
+        assert first.returncode == 0, first.stderr
+        report = first.stdout.strip()
+        assert report.startswith("cratedb-schema node1: changed: ")
+        for item in ("table doc.readings", "user admin", "user ingest", "user grafana",
+                     "privilege DML on doc.readings to ingest", "privilege DQL on sys to grafana", "repository mds_backups"):
+            assert item in report
+        assert set(crate.state.users) == {"admin", "ingest", "grafana"}
+
+        second = run(command, stdin, crate, tmp_path)
+        assert second.returncode == 0, second.stderr
+        assert second.stdout.strip() == "cratedb-schema node1: unchanged"
+        # The second run set the passwords again (409 -> ALTER USER) and re-registered the repository.
+        assert sum(s.startswith("ALTER USER") for s in crate.state.statements) == 3
+        assert "DROP REPOSITORY mds_backups" in crate.state.statements
+
+
+def test_changed_password_is_applied(schema_command, tmp_path):
+    command, stdin = schema_command
+    with CrateDouble() as crate:
+        run(command, stdin, crate, tmp_path)
+        crate.state.users["ingest"] = "an-older-password-000"
+        assert run(command, stdin, crate, tmp_path).returncode == 0
+        assert crate.state.users["ingest"] == "generated-cratedb-password-ingest"
+
+
+def test_a_failing_step_fails_without_printing_secrets(schema_command, tmp_path):
+    command, stdin = schema_command
+    broken = stdin.replace("GRANT DML ON TABLE doc.readings TO ingest", "GRANT NONSENSE TO ingest")
+    with CrateDouble() as crate:
+        result = run(command, broken, crate, tmp_path)
+    assert result.returncode != 0
+    assert "grant: GRANT NONSENSE TO ingest: HTTP 400" in result.stderr
+    assert "generated-cratedb-password" not in result.stdout + result.stderr
+
+
+def test_waits_for_every_node_then_gives_up_with_a_reason(schema_command, tmp_path):
+    command, stdin = schema_command
+    command = command.replace("DEADLINE=600", "DEADLINE=4")
+    with CrateDouble(CrateState(nodes=2)) as crate:
+        result = run(command, stdin, crate, tmp_path)
+    assert result.returncode != 0
+    assert "did not reach 3 nodes within 4 s" in result.stderr
+    assert crate.state.users == {}  # nothing applied to a cluster that is not whole
