@@ -10,9 +10,13 @@ documented HTTP status on failure (409/4099 for an existing user, 409 for an exi
 
 from __future__ import annotations
 
+import argparse
+import base64
+import gzip
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -31,6 +35,11 @@ class CrateState:
     privileges: set[tuple[str, str, str]] = field(default_factory=set)  # (type, ident, grantee)
     repositories: set[str] = field(default_factory=set)
     statements: list[str] = field(default_factory=list)
+    readings: dict[tuple, list] = field(default_factory=dict)  # (agent, sensor, ts) -> row
+    node_name: str = "double-1"
+    fail_sensors: set[str] = field(default_factory=set)  # rows of these sensors fail (rowcount -2)
+    delay_s: float = 0.0  # answer every request this late (a slow cluster)
+    keep_statements: bool = True  # off for benchmarks
 
 
 def _rows(values: list) -> dict:
@@ -49,21 +58,45 @@ class CrateDouble:
             def log_message(self, *args):  # keep test output clean
                 pass
 
+            def authorized(self) -> bool:
+                """Basic auth against the users it knows; no header means the local superuser."""
+                scheme, _, value = self.headers.get("Authorization", "").partition(" ")
+                if not scheme:
+                    return True
+                user, _, password = base64.b64decode(value).decode().partition(":")
+                return double.state.users.get(user) == password
+
+            def answer(self, status: int, body: dict | None, text: str | None = None) -> None:
+                if double.state.delay_s:
+                    time.sleep(double.state.delay_s)
+                payload = text.encode() if text is not None else json.dumps(body, separators=(",", ":")).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain" if text is not None else "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_GET(self):
+                if not self.authorized():
+                    return self.answer(401, None, "password authentication failed for user")
+                self.answer(200, {"ok": True, "status": 200, "name": double.state.node_name,
+                                  "cluster_name": "double", "version": {"number": "6.4.3"}})
+
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
+                if not self.authorized():
+                    return self.answer(401, None, "password authentication failed for user")
                 try:
-                    request = json.loads(self.rfile.read(length))
-                    status, body = 200, double.execute(request["stmt"])
+                    raw = self.rfile.read(length)
+                    if self.headers.get("Content-Encoding") == "gzip":
+                        raw = gzip.decompress(raw)
+                    request = json.loads(raw)
+                    status, body = 200, double.execute(request["stmt"], request.get("bulk_args"))
                 except SqlError as e:
                     status, body = e.status, {"error": {"code": e.code, "message": e.message}}
                 except (ValueError, KeyError) as e:
                     status, body = 400, {"error": {"code": 4000, "message": f"SQLParseException[{e}]"}}
-                payload = json.dumps({**body, "duration": 0.1}, separators=(",", ":")).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                self.answer(status, {**body, "duration": 0.1})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -76,14 +109,41 @@ class CrateDouble:
         self.server.shutdown()
         self.server.server_close()
 
-    def execute(self, stmt: str) -> dict:
+    def execute(self, stmt: str, bulk_args: list | None = None) -> dict:
         s = " ".join(stmt.split())
         with self.lock:
-            self.state.statements.append(s)
+            if self.state.keep_statements:
+                self.state.statements.append(s)
+            if bulk_args is not None:
+                return self._bulk(s, bulk_args)
             return self._execute(s)
+
+    def _bulk(self, s: str, bulk_args: list) -> dict:
+        """Bulk insert into the readings table: per-row results in argument order."""
+        m = re.fullmatch(r"INSERT INTO (\w+\.\w+) \(ts, agent, sensor, reading, unit, meta\) "
+                         r"VALUES \(\?, \?, \?, \?, \?, \?\) ON CONFLICT DO NOTHING", s)
+        if not m:
+            raise SqlError(400, 4000, f"SQLParseException[the contract double does not know: {s[:80]}]")
+        if m.group(1) not in self.state.tables:
+            raise SqlError(404, 4041, f"RelationUnknown[Relation '{m.group(1)}' unknown]")
+        results = []
+        for row in bulk_args:
+            ts, agent, sensor = row[0], row[1], row[2]
+            if sensor in self.state.fail_sensors:
+                results.append({"rowcount": -2, "error": {"code": 4003, "message": f"ColumnValidationException[{sensor}]"}})
+                continue
+            key = (agent, sensor, ts)
+            if key in self.state.readings:
+                results.append({"rowcount": 0})  # ON CONFLICT DO NOTHING skipped it
+            else:
+                self.state.readings[key] = row
+                results.append({"rowcount": 1})
+        return {"cols": [], "results": results}
 
     def _execute(self, s: str) -> dict:
         st = self.state
+        if s == "SELECT 1":
+            return _rows([1])
         if s == "SELECT count(*) FROM sys.nodes":
             return _rows([st.nodes])
         if m := re.match(r"CREATE TABLE IF NOT EXISTS (\w+\.\w+) \(", s):
@@ -123,3 +183,23 @@ class CrateDouble:
         if s.startswith("SELECT 'repository ' ||"):
             return _rows(sorted(f"repository {r}" for r in st.repositories))
         raise SqlError(400, 4000, f"SQLParseException[the contract double does not know: {s[:80]}]")
+
+
+def main() -> None:
+    """`python -m tests.cratedb_double --port 4200`: serve until killed (benchmarks, lab)."""
+    parser = argparse.ArgumentParser(description="CrateDB contract double (not CrateDB)")
+    parser.add_argument("--port", type=int, default=4200)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--user", action="append", default=[], help="name:password, may repeat")
+    args = parser.parse_args()
+    state = CrateState(tables={"doc.readings"}, keep_statements=False,
+                       users=dict(u.split(":", 1) for u in args.user))
+    double = CrateDouble(state)
+    double.server.server_close()
+    double.server = ThreadingHTTPServer((args.host, args.port), double.server.RequestHandlerClass)
+    print(f"contract double (not CrateDB) on {args.host}:{args.port}", flush=True)
+    double.server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""The HTTP service: routes, authentication, body limits, and the mapping of errors to answers.
+
+Every answer to a bad request is a 4xx JSON body `{"error": ..., "index"?: n}` that says what was
+wrong and where; a batch is answered 200 only after CrateDB committed all of its readings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import zlib
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from ingest import eden_jwt, tokens
+from ingest.payload import BadInput, decode_json, parse_batch, parse_eden
+from ingest.settings import Settings
+from ingest.writer import BatchWriter, CrateRunner, QueueFull, Unavailable, discover_servers
+
+log = logging.getLogger("ingest")
+OPENAPI = Path(__file__).with_name("openapi.json")
+# Bodies are decompressed here, under the size limit, not by aiohttp: an unknown encoding gets a
+# clear 415 and a gzip bomb stops at the limit.
+SERVER_OPTIONS = {"auto_decompress": False}
+SETTINGS = web.AppKey("settings", Settings)
+WRITER = web.AppKey("writer", BatchWriter)
+METRICS = web.AppKey("metrics", object)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.accepted = Counter("ingest_readings_accepted", "Readings committed to CrateDB", registry=r)
+        self.rejected = Counter("ingest_readings_rejected", "Readings refused", ["reason"], registry=r)
+        self.batch_rows = Histogram("ingest_bulk_insert_rows", "Rows per bulk insert", registry=r,
+                                    buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000))
+        self.write_latency = Histogram("ingest_write_seconds", "Bulk insert latency", registry=r)
+        self.crate_errors = Counter("ingest_cratedb_errors", "Failed bulk inserts", ["kind"], registry=r)
+        self.queue_depth = Gauge("ingest_queue_readings", "Readings waiting for CrateDB", registry=r)
+
+
+def error(status: int, message: str, index: int | None = None, retry_after: int | None = None) -> web.Response:
+    body = {"error": message} | ({"index": index} if index is not None else {})
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, decompressed, at most `limit` bytes: 413 above, 415 for an unknown encoding."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip"):
+        raise BadInput(415, f"Content-Encoding {encoding!r} is not supported; use gzip or none")
+    if request.content_length is not None and request.content_length > limit:
+        raise BadInput(413, f"body of {request.content_length} bytes; at most {limit}")
+    raw = bytearray()
+    async for chunk in request.content.iter_chunked(65536):
+        raw += chunk
+        if len(raw) > limit:
+            raise BadInput(413, f"body larger than {limit} bytes")
+    if encoding == "identity":
+        return bytes(raw)
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        body = inflater.decompress(bytes(raw), limit + 1)
+    except zlib.error as e:
+        raise BadInput(400, f"body is not valid gzip: {e}") from None
+    if len(body) > limit or inflater.unconsumed_tail:
+        raise BadInput(413, f"decompressed body larger than {limit} bytes")
+    return body
+
+
+def authenticate(request: web.Request, *, eden: bool) -> str | None:
+    """The device of a request, from its credential only; None means 401 (without detail)."""
+    settings = request.app[SETTINGS]
+    scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credential:
+        return None
+    credential = credential.strip()
+    if credential.startswith(tokens.PREFIX + "."):
+        return tokens.verify(settings.token_secret, credential, settings.revoked_devices)
+    if eden and settings.eden_jwt_secret:
+        claims = eden_jwt.verify(credential, settings.eden_jwt_secret, time.time())
+        if claims and claims["iss"] not in settings.revoked_devices and tokens.DEVICE_ID.match(claims["iss"]):
+            return claims["iss"]
+    return None
+
+
+async def ingest(request: web.Request, *, eden: bool) -> web.Response:
+    settings, metrics = request.app[SETTINGS], request.app[METRICS]
+    device = authenticate(request, eden=eden)
+    if device is None:
+        return error(401, "unauthorized")
+    content_type = request.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
+    if content_type not in ("application/json", ""):
+        return error(415, f"Content-Type {content_type!r}: send application/json")
+    try:
+        doc = decode_json(await read_body(request, settings.max_body_bytes))
+        parse = parse_eden if eden else parse_batch
+        rows = parse(doc, device, now_ms=int(time.time() * 1000), past_ms=int(settings.max_past_s * 1000),
+                     future_ms=int(settings.max_future_s * 1000), limit=settings.max_batch_readings)
+    except BadInput as e:
+        metrics.rejected.labels(reason=str(e.status)).inc()
+        return error(e.status, e.message, e.index)
+    try:
+        failures = await request.app[WRITER].submit(rows)
+    except QueueFull:
+        metrics.rejected.labels(reason="429").inc(len(rows))
+        return error(429, "too many readings are waiting for the database; retry later", retry_after=settings.retry_after_s)
+    except Unavailable:
+        metrics.rejected.labels(reason="503").inc(len(rows))
+        return error(503, "the database did not take the batch; nothing was stored; retry later",
+                     retry_after=settings.retry_after_s)
+    if failures:
+        metrics.accepted.inc(len(rows) - len(failures))
+        metrics.rejected.labels(reason="row").inc(len(failures))
+        first = failures[0]
+        body = {"error": f"{len(failures)} of {len(rows)} readings were refused by the database; the others are stored",
+                "index": first.index, "failed": [{"index": f.index, "code": f.code, "message": f.message} for f in failures]}
+        return web.Response(status=422, body=orjson.dumps(body), content_type="application/json")
+    metrics.accepted.inc(len(rows))
+    return web.Response(body=orjson.dumps({"stored": len(rows), "device": device}), content_type="application/json")
+
+
+async def readings(request: web.Request) -> web.Response:
+    return await ingest(request, eden=False)
+
+
+async def eden_data(request: web.Request) -> web.Response:
+    return await ingest(request, eden=True)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when CrateDB answers with our credentials and no insert failed in the last 10 s."""
+    writer = request.app[WRITER]
+    reachable = await asyncio.to_thread(writer.runner.ping)
+    recent_failure = time.monotonic() - writer.last_failure < 10 if writer.last_failure else False
+    if reachable and not recent_failure:
+        return web.json_response({"status": "ready"})
+    reason = "CrateDB is not reachable" if not reachable else "the last bulk insert failed"
+    return web.json_response({"status": "not ready", "reason": reason}, status=503)
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(request.app[METRICS].registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=OPENAPI.read_bytes(), content_type="application/json")
+
+
+@web.middleware
+async def never_a_stack_trace(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except BadInput as e:
+        return error(e.status, e.message, e.index)
+    except Exception:  # noqa: BLE001 - the one place that turns surprises into a plain 500
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return error(500, "internal error")
+
+
+def create_app(settings: Settings, runner: CrateRunner | None = None) -> web.Application:
+    app = web.Application(middlewares=[never_a_stack_trace], client_max_size=settings.max_body_bytes + 1)
+    app[SETTINGS] = settings
+    app[METRICS] = metrics = Metrics()
+
+    async def lifespan(app: web.Application):
+        servers = list(settings.crate_urls) or await asyncio.to_thread(
+            discover_servers, settings.crate_dns, settings.crate_port, settings.node_name,
+            settings.crate_user, settings.crate_password)
+        log.info("CrateDB endpoints, preferred first: %s", ", ".join(servers) or "none yet")
+        writer_runner = runner or CrateRunner(servers or [f"http://{settings.crate_dns}:{settings.crate_port}"],
+                                              username=settings.crate_user, password=settings.crate_password,
+                                              timeout=settings.write_timeout_s)
+        app[WRITER] = writer = BatchWriter(
+            writer_runner, table=settings.table, flush_rows=settings.flush_rows, linger_ms=settings.linger_ms,
+            max_inflight=settings.max_inflight, queue_rows=settings.queue_rows,
+            write_timeout_s=settings.write_timeout_s, metrics=metrics)
+        writer.start()
+        yield
+        await writer.close()  # requests accepted before SIGTERM are flushed and answered
+
+    app.cleanup_ctx.append(lifespan)
+    app.router.add_post("/v1/readings", readings)
+    for path in ("/data", "/temperature"):
+        app.router.add_post(path, eden_data)
+        app.router.add_put(path, eden_data)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/openapi.json", openapi)
+    return app
+
+
+def openapi_document() -> dict:
+    return json.loads(OPENAPI.read_text())

@@ -1,0 +1,201 @@
+"""The write path: readings of concurrent requests micro-batched into CrateDB bulk inserts.
+
+A request's rows join a queue; a flush sends up to `flush_rows` rows (or what came within
+`linger_ms`) as one `bulk_args` insert; each request learns the result of its own rows. The insert
+ignores rows whose key exists (`ON CONFLICT DO NOTHING`), so a retried batch never duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+import urllib.request
+from base64 import b64encode
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+from crate.client.exceptions import ConnectionError as CrateConnectionError
+from crate.client.exceptions import ProgrammingError
+from crate.client.http import Client
+
+log = logging.getLogger("ingest.writer")
+
+INSERT_COLUMNS = ("ts", "agent", "sensor", "reading", "unit", "meta")
+
+
+def insert_statement(table: str) -> str:
+    columns = ", ".join(INSERT_COLUMNS)
+    return f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))}) ON CONFLICT DO NOTHING"
+
+
+class Unavailable(Exception):
+    """CrateDB cannot take the write now: nothing of the request is acknowledged (503)."""
+
+
+class QueueFull(Exception):
+    """More readings wait than the queue holds (429)."""
+
+
+@dataclass(frozen=True)
+class RowFailure:
+    index: int  # within its request
+    code: int | None
+    message: str
+
+
+class CrateRunner:
+    """Blocking bulk inserts with the `crate` client, the node on this host first.
+
+    The client round-robins over its servers, so the local node gets a client of its own and the
+    others a second one, used when the local one cannot be reached.
+    """
+
+    def __init__(self, servers: Sequence[str], *, username: str, password: str, timeout: float) -> None:
+        self.servers = list(servers)
+        kw = {"username": username, "password": password or None, "timeout": timeout}
+        self.local = Client(self.servers[:1], **kw)
+        self.others = Client(self.servers[1:], **kw) if len(self.servers) > 1 else None
+
+    def bulk_insert(self, stmt: str, rows: list[list]) -> list[dict]:
+        try:
+            return self.local.sql(stmt, bulk_parameters=rows)["results"]
+        except CrateConnectionError:
+            if self.others is None:
+                raise
+            log.warning("local CrateDB node %s unavailable; writing through the others", self.servers[0])
+            return self.others.sql(stmt, bulk_parameters=rows)["results"]
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.local.server_infos(self.servers[0]))
+        except Exception:  # noqa: BLE001 - any failure means "not reachable"
+            if self.others is None:
+                return False
+            try:
+                return bool(self.others.sql("SELECT 1"))
+            except Exception:  # noqa: BLE001
+                return False
+
+
+def discover_servers(dns_name: str, port: int, node_name: str | None, username: str, password: str) -> list[str]:
+    """Every CrateDB node behind a DNS name (tasks.cratedb), the one named like this host first.
+    GET / names the node and needs no privilege beyond logging in."""
+    addresses = sorted({info[4][0] for info in socket.getaddrinfo(dns_name, port, type=socket.SOCK_STREAM)})
+    servers = [f"http://{a}:{port}" for a in addresses]
+    if node_name:
+        auth = "Basic " + b64encode(f"{username}:{password}".encode()).decode()
+        for server in servers:
+            try:
+                request = urllib.request.Request(server + "/", headers={"Authorization": auth})
+                with urllib.request.urlopen(request, timeout=3) as response:
+                    if orjson.loads(response.read()).get("name") == node_name:
+                        servers.remove(server)
+                        servers.insert(0, server)
+                        break
+            except (OSError, ValueError):
+                continue
+    return servers
+
+
+@dataclass
+class _Pending:
+    rows: list[list]
+    future: asyncio.Future
+
+
+class BatchWriter:
+    def __init__(self, runner: CrateRunner, *, table: str, flush_rows: int, linger_ms: float,
+                 max_inflight: int, queue_rows: int, write_timeout_s: float, metrics) -> None:
+        self.runner = runner
+        self.stmt = insert_statement(table)
+        self.flush_rows = flush_rows
+        self.linger = linger_ms / 1000
+        self.queue_rows = queue_rows
+        self.write_timeout = write_timeout_s
+        self.metrics = metrics
+        self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self.waiting_rows = 0
+        self.inflight = asyncio.Semaphore(max_inflight)
+        self.flushes: set[asyncio.Task] = set()
+        self.last_failure = 0.0  # monotonic time of the last failed insert
+        self._loop_task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._loop_task = asyncio.get_running_loop().create_task(self._run())
+
+    async def submit(self, rows: list[list]) -> list[RowFailure]:
+        """Resolve once CrateDB committed the rows (or rejected some of them); raise otherwise."""
+        if self._loop_task is None or self._loop_task.done():
+            raise Unavailable("the writer is stopped")
+        if self.waiting_rows + len(rows) > self.queue_rows:
+            raise QueueFull(f"{self.waiting_rows} readings are waiting for CrateDB")
+        future = asyncio.get_running_loop().create_future()
+        self.waiting_rows += len(rows)
+        self.metrics.queue_depth.set(self.waiting_rows)
+        self.queue.put_nowait(_Pending(rows, future))
+        return await future
+
+    async def close(self) -> None:
+        """Flush everything accepted, then stop."""
+        while not self.queue.empty() or self.flushes:
+            await asyncio.sleep(0.01)
+        if self._loop_task:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            first = await self.queue.get()
+            batch, count = [first], len(first.rows)
+            deadline = time.monotonic() + self.linger
+            while count < self.flush_rows:
+                try:
+                    item = self.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(self.queue.get(), remaining)
+                    except TimeoutError:
+                        break
+                batch.append(item)
+                count += len(item.rows)
+            await self.inflight.acquire()
+            task = asyncio.get_running_loop().create_task(self._flush(batch, count))
+            self.flushes.add(task)
+            task.add_done_callback(self.flushes.discard)
+
+    async def _flush(self, batch: list[_Pending], count: int) -> None:
+        rows = [row for pending in batch for row in pending.rows]
+        started = time.perf_counter()
+        try:
+            results = await asyncio.wait_for(asyncio.to_thread(self.runner.bulk_insert, self.stmt, rows), self.write_timeout)
+            if len(results) != len(rows):
+                raise Unavailable(f"CrateDB answered {len(results)} results for {len(rows)} rows")
+        except (CrateConnectionError, TimeoutError, ProgrammingError, Unavailable, OSError) as e:
+            self.last_failure = time.monotonic()
+            self.metrics.crate_errors.labels(kind=type(e).__name__).inc()
+            log.warning("bulk insert of %d rows failed: %s", len(rows), e)
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(Unavailable(str(e)))
+            return
+        finally:
+            self.inflight.release()
+            self.waiting_rows -= count
+            self.metrics.queue_depth.set(self.waiting_rows)
+        self.metrics.write_latency.observe(time.perf_counter() - started)
+        self.metrics.batch_rows.observe(len(rows))
+        offset = 0
+        for pending in batch:
+            mine = results[offset:offset + len(pending.rows)]
+            offset += len(pending.rows)
+            # rowcount 1: inserted; 0: the key existed (a retry); -2: this row failed.
+            failures = [RowFailure(i, (r.get("error") or {}).get("code"), (r.get("error") or {}).get("message", "row failed"))
+                        for i, r in enumerate(mine) if r.get("rowcount", 1) < 0]
+            if not pending.future.done():
+                pending.future.set_result(failures)
