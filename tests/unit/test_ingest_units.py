@@ -1,0 +1,55 @@
+"""Pieces of the ingest service on their own: settings, tokens, the INSERT against the table."""
+
+import re
+
+import pytest
+from cratedb_sqlparse import sqlparse
+
+from ingest import tokens
+from ingest.settings import Settings, SettingsError
+from ingest.writer import INSERT_COLUMNS, insert_statement
+
+SQL_DIR = __import__("pathlib").Path(__file__).resolve().parents[2] / "components" / "sql"
+
+
+def test_insert_parses_and_names_only_columns_of_the_readings_table():
+    stmt = insert_statement("doc.readings")
+    assert len(sqlparse(stmt, raise_exception=True)) == 1
+    ddl = (SQL_DIR / "readings.sql").read_text()
+    table_columns = set(re.findall(r"^\s{4}(\w+) ", ddl, re.M))
+    assert set(INSERT_COLUMNS) <= table_columns, set(INSERT_COLUMNS) - table_columns
+    assert stmt.endswith("ON CONFLICT DO NOTHING")  # a retried batch is a no-op
+    # The primary key is made of inserted columns (month is generated from ts): retries collide.
+    key = re.search(r"PRIMARY KEY \(([^)]+)\)", ddl).group(1).replace(" ", "").split(",")
+    assert set(key) - {"month"} <= set(INSERT_COLUMNS)
+
+
+def test_tokens_round_trip_and_reject_tampering():
+    secret = b"s" * 32
+    t = tokens.issue(secret, "pi-1")
+    assert tokens.verify(secret, t) == "pi-1"
+    assert tokens.verify(secret, t.replace("pi-1", "pi-2")) is None
+    assert tokens.verify(secret, t, frozenset({"pi-1"})) is None
+    assert tokens.verify(b"x" * 32, t) is None
+    with pytest.raises(ValueError, match="device id"):
+        tokens.issue(secret, "bad id")
+
+
+@pytest.mark.parametrize("env, message", [
+    ({}, "INGEST_TOKEN_SECRET_FILE"),
+    ({"INGEST_TOKEN_SECRET": "s" * 32}, "INGEST_CRATE_URLS or INGEST_CRATE_DNS"),
+    ({"INGEST_TOKEN_SECRET": "s" * 32, "INGEST_CRATE_URLS": "cratedb:4200"}, "INGEST_CRATE_URLS: 'cratedb:4200' is not an http"),
+    ({"INGEST_TOKEN_SECRET": "s" * 32, "INGEST_CRATE_DNS": "tasks.cratedb", "INGEST_FLUSH_ROWS": "many"}, "INGEST_FLUSH_ROWS: 'many' is not a int"),
+    ({"INGEST_TOKEN_SECRET": "s" * 32, "INGEST_CRATE_DNS": "tasks.cratedb", "INGEST_LINGER_MS": "-1"}, "INGEST_LINGER_MS: '-1' must be positive"),
+    ({"INGEST_TOKEN_SECRET": "s" * 32, "INGEST_CRATE_DNS": "tasks.cratedb", "INGEST_TLS_CERT": "/c"}, "set both or neither"),
+    ({"INGEST_TOKEN_SECRET_FILE": "/nonexistent/secret"}, "INGEST_TOKEN_SECRET_FILE: cannot read /nonexistent/secret"),
+])
+def test_bad_settings_name_the_variable(env, message):
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        Settings.from_env(env)
+
+
+def test_settings_from_env():
+    s = Settings.from_env({"INGEST_TOKEN_SECRET": "s" * 32, "INGEST_CRATE_DNS": "tasks.cratedb",
+                           "INGEST_REVOKED_DEVICES": "a, b", "NODE_NAME": "node2", "INGEST_LINGER_MS": "2.5"})
+    assert (s.crate_dns, s.node_name, s.revoked_devices, s.linger_ms) == ("tasks.cratedb", "node2", frozenset({"a", "b"}), 2.5)
