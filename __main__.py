@@ -5,6 +5,7 @@ import pulumi
 import stack
 from components.cratedb import CrateDb, CrateDbArgs
 from components.hosts import Host, HostArgs
+from components.ingest import Ingest, IngestArgs
 from components.swarm import Swarm, SwarmArgs
 
 config = stack.load()
@@ -19,6 +20,10 @@ cratedb = CrateDb("cratedb", CrateDbArgs(
     docker_provider=swarm.docker, network=swarm.network, passwords=config.passwords,
     backup_keys=config.backup_keys,
 ))
+ingest = Ingest("ingest", IngestArgs(
+    hosts=hosts, settings=config.ingest, docker_provider=swarm.docker, network=swarm.network,
+    crate_password_secret=cratedb.secrets["ingest"], secrets=config.ingest_secrets,
+))
 
 pulumi.export("hosts", [
     {"name": h.name, "address": h.address, "privateAddress": h.private_address, "sshUser": h.ssh_user,
@@ -30,3 +35,7 @@ pulumi.export("nodeIds", swarm.node_ids)
 pulumi.export("provisioned", {h.spec.name: h.provisioned for h in hosts})
 pulumi.export("cratedb", {"service": cratedb.service.name, "endpoints": cratedb.endpoints, "schema": cratedb.schema.stdout})
 pulumi.export("cratedbPasswords", pulumi.Output.secret(cratedb.passwords))
+pulumi.export("ingestEndpoints", ingest.endpoints)
+pulumi.export("ingestTokenSecret", ingest.token_secret)
+if ingest.ca_certificate is not None:
+    pulumi.export("ingestCaCertificate", ingest.ca_certificate)

@@ -6,6 +6,7 @@ against a mock monitor: unit tests record what it declares; the lab tier's engin
 
 from __future__ import annotations
 
+import asyncio
 import json
 import runpy
 from dataclasses import dataclass, field
@@ -85,6 +86,7 @@ def program_config(values: dict[str, Any], secret_keys: tuple[str, ...] = ("sshP
 def run_program(mocks: RecordingMocks, config: dict[str, Any], *, stack: str = "test") -> dict[str, Any]:
     """Run __main__.py to completion; return its exported outputs as plain values."""
     settings.ROOT.set(None)  # a fresh root stack, so outputs of an earlier run do not linger
+    asyncio.set_event_loop(asyncio.new_event_loop())  # an earlier asyncio.run() leaves none behind
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=RecordingMonitor(mocks))
     pulumi.runtime.set_all_config(program_config(config), secret_keys=[f"{PROJECT}:sshPrivateKey"])
     exported: dict[str, Any] = {}

@@ -14,6 +14,9 @@ class UnitMocks(RecordingMocks):
         outputs = dict(resource.inputs)
         if resource.typ == "random:index/randomPassword:RandomPassword":
             outputs["result"] = f"generated-{resource.name}"
+        if resource.typ.startswith("tls:"):
+            for pem in ("privateKeyPem", "certPem", "certRequestPem"):
+                outputs[pem] = f"-----PEM {pem} of {resource.name}-----"
         if resource.typ == "command:remote:Command":
             if resource.name.endswith("swarm-init"):
                 data = '{"node_id": "node-init", "manager_token": "SWMTKN-manager", "worker_token": "SWMTKN-worker"}'

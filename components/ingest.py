@@ -1,0 +1,212 @@
+"""The ingest service: a Swarm global service on the hosts labelled for ingest.
+
+Its image comes from a registry named in the stack config, or is built on each ingest host from
+`ingest/` (tag = content hash), so a deployment needs no registry. The port is published in host
+mode by default: every host answers for itself and no IPVS is needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import io
+import tarfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_command as command
+import pulumi_docker as docker
+import pulumi_random as random
+import pulumi_tls as tls
+
+from components.hosts import Host
+from components.remote import Script
+from stack.config import ConfigError, IngestSettings
+from stack.constants import CRATEDB_HTTP_PORT, CRATEDB_SERVICE, READINGS_TABLE
+
+SOURCE = Path(__file__).resolve().parents[1] / "ingest"
+BUILD = Script("ingest-image.sh")
+SERVICE = "ingest"
+SECRETS_DIR = "/run/secrets"
+
+
+@dataclass(frozen=True, kw_only=True)
+class IngestArgs:
+    hosts: Sequence[Host]
+    settings: IngestSettings
+    docker_provider: docker.Provider
+    network: docker.Network
+    crate_password_secret: docker.Secret  # the CrateDB ingest user's password, from CrateDb
+    secrets: dict[str, Any]  # ingestTokenSecret, edenJwtSecret, ingestTlsCert, ingestTlsKey (optional)
+
+    def __post_init__(self) -> None:
+        if not any("ingest" in h.spec.services for h in self.hosts):
+            raise ConfigError("mds:hosts: no host carries the service 'ingest'")
+        if self.settings.tls == "provided" and not {"ingestTlsCert", "ingestTlsKey"} <= set(self.secrets):
+            raise ConfigError("mds:ingest.tls is 'provided': set the secrets ingestTlsCert and ingestTlsKey "
+                              "(pulumi config set --secret ingestTlsCert < cert.pem)")
+
+
+def build_context(extra_ca: bytes = b"") -> bytes:
+    """ingest/ as a reproducible tar (sorted, no times or owners), plus the extra CA bundle."""
+    files = sorted(p for p in SOURCE.iterdir() if p.is_file() and p.name != "extra-ca.crt" and p.suffix != ".pyc")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in [(p.name, p.read_bytes()) for p in files] + [("extra-ca.crt", extra_ca)]:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def image_tag(base_image: str, context: bytes) -> str:
+    """The content hash of what the image is built from."""
+    digest = hashlib.sha256(base_image.encode() + b"\0" + context).hexdigest()
+    return f"mds-ingest:{digest[:16]}"
+
+
+def endpoints(hosts: Sequence[Host], settings: IngestSettings) -> list[str]:
+    scheme = "http" if settings.tls == "off" else "https"
+    return [f"{scheme}://{h.spec.address}:{settings.port}" for h in hosts if "ingest" in h.spec.services]
+
+
+class Ingest(pulumi.ComponentResource):
+    service: docker.Service
+    endpoints: pulumi.Output[list[str]]
+    token_secret: pulumi.Output[str]  # secret: device tokens are HMACs under it (ingest/tokens.py)
+    ca_certificate: pulumi.Output[str] | None  # the generated CA that agents verify, when tls=generated
+
+    def __init__(self, name: str, args: IngestArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mds:ingest:Ingest", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        on_swarm = child.merge(pulumi.ResourceOptions(provider=args.docker_provider))
+        settings = args.settings
+        hosts = [h for h in args.hosts if "ingest" in h.spec.services]
+
+        image, builds = settings.image, []
+        if image is None:
+            extra_ca = Path(settings.extra_ca_file).read_bytes() if settings.extra_ca_file else b""
+            tar = build_context(extra_ca)
+            image = image_tag(settings.base_image, tar)
+            context = base64.b64encode(gzip.compress(tar, mtime=0)).decode() + "\n"
+            for host in hosts:
+                build = BUILD.command({"HOST_NAME": host.spec.name, "IMAGE": image, "BASE_IMAGE": settings.base_image},
+                                      sudo=host.sudo)
+                builds.append(command.remote.Command(
+                    f"{name}-image-{host.spec.name}", connection=host.connection, create=build, update=build,
+                    stdin=context, triggers=[BUILD.digest, image],
+                    opts=child.merge(pulumi.ResourceOptions(depends_on=[host.provision])),
+                ))
+
+        token_secret = args.secrets.get("ingestTokenSecret") or random.RandomPassword(
+            f"{name}-token-secret", length=48, special=False, opts=child).result
+        self.token_secret = pulumi.Output.secret(token_secret)
+
+        def swarm_secret(role: str, value: pulumi.Input[str]) -> docker.Secret:
+            return docker.Secret(
+                f"{name}-secret-{role}",
+                data=pulumi.Output.secret(value).apply(lambda v: base64.b64encode(v.encode()).decode()),
+                opts=on_swarm.merge(pulumi.ResourceOptions(delete_before_replace=True)),
+            )
+
+        secret_files = {"token-secret": swarm_secret("token-secret", self.token_secret),
+                        "crate-password": args.crate_password_secret}
+        env = {
+            "INGEST_CRATE_DNS": f"tasks.{CRATEDB_SERVICE}",
+            "INGEST_CRATE_PORT": str(CRATEDB_HTTP_PORT),
+            "INGEST_TABLE": READINGS_TABLE,
+            "INGEST_PORT": str(settings.port),
+            "NODE_NAME": "{{.Node.Hostname}}",  # the CrateDB node of the same name is written through first
+            "INGEST_TOKEN_SECRET_FILE": f"{SECRETS_DIR}/ingest-token-secret",
+            "INGEST_CRATE_PASSWORD_FILE": f"{SECRETS_DIR}/ingest-crate-password",
+            "INGEST_REVOKED_DEVICES": ",".join(settings.revoked_devices),
+        }
+        if "edenJwtSecret" in args.secrets:
+            secret_files["eden-jwt-secret"] = swarm_secret("eden-jwt-secret", args.secrets["edenJwtSecret"])
+            env["INGEST_EDEN_JWT_SECRET_FILE"] = f"{SECRETS_DIR}/ingest-eden-jwt-secret"
+
+        self.ca_certificate = None
+        if settings.tls != "off":
+            if settings.tls == "generated":
+                cert, key, self.ca_certificate = self._generated_certificate(name, hosts, child)
+            else:
+                cert, key = args.secrets["ingestTlsCert"], args.secrets["ingestTlsKey"]
+            secret_files["tls-cert"] = swarm_secret("tls-cert", cert)
+            secret_files["tls-key"] = swarm_secret("tls-key", key)
+            env.update(INGEST_TLS_CERT=f"{SECRETS_DIR}/ingest-tls-cert", INGEST_TLS_KEY=f"{SECRETS_DIR}/ingest-tls-key")
+
+        scheme = "http" if settings.tls == "off" else "https"
+        ready_probe = ("import ssl,urllib.request;urllib.request.urlopen("
+                       f"'{scheme}://127.0.0.1:{settings.port}/readyz',timeout=4,"
+                       "context=ssl._create_unverified_context())")
+        self.service = docker.Service(
+            f"{name}-service",
+            name=SERVICE,
+            mode=docker.ServiceModeArgs(global_=True),
+            task_spec=docker.ServiceTaskSpecArgs(
+                container_spec=docker.ServiceTaskSpecContainerSpecArgs(
+                    image=image,
+                    env=env,
+                    secrets=[docker.ServiceTaskSpecContainerSpecSecretArgs(
+                        secret_id=secret.id, secret_name=secret.name, file_name=f"ingest-{role}", file_uid="10001",
+                        file_mode=0o400) for role, secret in secret_files.items()],
+                    healthcheck=docker.ServiceTaskSpecContainerSpecHealthcheckArgs(
+                        tests=["CMD", "/venv/bin/python", "-c", ready_probe],
+                        interval="10s", timeout="5s", retries=3, start_period="30s",
+                    ),
+                    stop_grace_period="10s",  # the service drains within 8 s (ingest/__main__.py)
+                ),
+                placement=docker.ServiceTaskSpecPlacementArgs(constraints=["node.labels.mds.ingest==true"]),
+                networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(id=args.network.id)],
+                resources=docker.ServiceTaskSpecResourcesArgs(limits=docker.ServiceTaskSpecResourcesLimitsArgs(
+                    memory_bytes=settings.memory_mb * 1024 * 1024, nano_cpus=int(settings.cpus * 1e9))),
+                restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay="5s"),
+            ),
+            # Never two hosts down at once; a host-mode port cannot hold two tasks, so stop first.
+            update_config=docker.ServiceUpdateConfigArgs(
+                parallelism=1, order="stop-first", delay="10s", failure_action="rollback", monitor="30s"),
+            rollback_config=docker.ServiceRollbackConfigArgs(parallelism=1, order="stop-first"),
+            endpoint_spec=docker.ServiceEndpointSpecArgs(
+                mode="dnsrr" if settings.publish_mode == "host" else "vip",
+                ports=[docker.ServiceEndpointSpecPortArgs(
+                    target_port=settings.port, published_port=settings.port, publish_mode=settings.publish_mode)],
+            ),
+            opts=on_swarm.merge(pulumi.ResourceOptions(depends_on=builds)),
+        )
+        self.endpoints = pulumi.Output.from_input(endpoints(args.hosts, settings))
+        self.register_outputs({"endpoints": self.endpoints, "service": self.service.name})
+
+    @staticmethod
+    def _generated_certificate(name: str, hosts: Sequence[Host], opts: pulumi.ResourceOptions):
+        """A stack CA and a server certificate for every ingest host's address."""
+        import ipaddress
+
+        def is_ip(value: str) -> bool:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                return False
+            return True
+
+        addresses = [h.spec.address for h in hosts] + [h.spec.private_address for h in hosts]
+        ca_key = tls.PrivateKey(f"{name}-ca-key", algorithm="ECDSA", ecdsa_curve="P256", opts=opts)
+        ca = tls.SelfSignedCert(
+            f"{name}-ca", private_key_pem=ca_key.private_key_pem, is_ca_certificate=True,
+            subject=tls.SelfSignedCertSubjectArgs(common_name="mds ingest CA"), validity_period_hours=24 * 365 * 10,
+            allowed_uses=["cert_signing", "crl_signing"], opts=opts)
+        key = tls.PrivateKey(f"{name}-tls-key", algorithm="ECDSA", ecdsa_curve="P256", opts=opts)
+        request = tls.CertRequest(
+            f"{name}-tls-request", private_key_pem=key.private_key_pem,
+            subject=tls.CertRequestSubjectArgs(common_name="mds ingest"),
+            ip_addresses=sorted({a for a in addresses if is_ip(a)} | {"127.0.0.1"}),
+            dns_names=sorted({a for a in addresses if not is_ip(a)} | {h.spec.name for h in hosts} | {"localhost"}),
+            opts=opts)
+        cert = tls.LocallySignedCert(
+            f"{name}-tls-cert", cert_request_pem=request.cert_request_pem, ca_private_key_pem=ca_key.private_key_pem,
+            ca_cert_pem=ca.cert_pem, validity_period_hours=24 * 365 * 2, early_renewal_hours=24 * 30,
+            allowed_uses=["digital_signature", "key_encipherment", "server_auth"], opts=opts)
+        return cert.cert_pem, key.private_key_pem, ca.cert_pem

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Build the ingest image on this host from the build context on stdin (a base64 tar.gz made by
+# components/ingest.py), unless an image with this content-hash tag exists already.
+#
+# Environment: HOST_NAME, IMAGE (mds-ingest:<content hash>), BASE_IMAGE.
+set -euo pipefail
+
+say() { echo "ingest-image ${HOST_NAME}: $*"; }
+fail() { echo "ingest-image ${HOST_NAME}: error: $*" >&2; exit 1; }
+
+main() {
+  local context
+  context=$(mktemp -d)
+  trap 'rm -rf "$context"' EXIT
+  base64 -d | tar -xz -C "$context"  # always read stdin, so the sender never blocks
+  if docker image inspect "$IMAGE" >/dev/null 2>&1; then
+    say "unchanged: ${IMAGE} exists"
+    return
+  fi
+  docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 || docker pull -q "$BASE_IMAGE" >/dev/null ||
+    fail "base image ${BASE_IMAGE} is neither on this host nor pullable"
+  local log
+  log=$(mktemp)
+  if ! docker build -q --build-arg "BASE_IMAGE=${BASE_IMAGE}" --label "mds.content=${IMAGE##*:}" -t "$IMAGE" "$context" >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    fail "docker build of ${IMAGE} failed"
+  fi
+  say "changed: built ${IMAGE} from ${BASE_IMAGE}"
+}
+
+main "$@"
