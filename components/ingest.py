@@ -140,8 +140,11 @@ class Ingest(pulumi.ComponentResource):
             env.update(INGEST_TLS_CERT=f"{SECRETS_DIR}/ingest-tls-cert", INGEST_TLS_KEY=f"{SECRETS_DIR}/ingest-tls-key")
 
         scheme = "http" if settings.tls == "off" else "https"
-        ready_probe = ("import ssl,urllib.request;urllib.request.urlopen("
-                       f"'{scheme}://127.0.0.1:{settings.port}/readyz',timeout=4,"
+        # Liveness (/healthz), not readiness: with /readyz, a CrateDB outage made Swarm kill and
+        # restart every ingest task in a loop (seen in the lab tier), leaving agents with refused
+        # connections instead of a clear 503 + Retry-After. /readyz is for operators and monitoring.
+        alive_probe = ("import ssl,urllib.request;urllib.request.urlopen("
+                       f"'{scheme}://127.0.0.1:{settings.port}/healthz',timeout=4,"
                        "context=ssl._create_unverified_context())")
         self.service = docker.Service(
             f"{name}-service",
@@ -155,7 +158,7 @@ class Ingest(pulumi.ComponentResource):
                         secret_id=secret.id, secret_name=secret.name, file_name=f"ingest-{role}", file_uid="10001",
                         file_mode=0o400) for role, secret in secret_files.items()],
                     healthcheck=docker.ServiceTaskSpecContainerSpecHealthcheckArgs(
-                        tests=["CMD", "/venv/bin/python", "-c", ready_probe],
+                        tests=["CMD", "/venv/bin/python", "-c", alive_probe],
                         interval="10s", timeout="5s", retries=3, start_period="30s",
                     ),
                     stop_grace_period="10s",  # the service drains within 8 s (ingest/__main__.py)

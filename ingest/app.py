@@ -7,6 +7,7 @@ wrong and where; a batch is answered 200 only after CrateDB committed all of its
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -140,11 +141,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when CrateDB answers with our credentials and no insert failed in the last 10 s."""
+    """Ready when CrateDB answers with our credentials and the latest bulk insert did not fail."""
     writer = request.app[WRITER]
     reachable = await asyncio.to_thread(writer.runner.ping)
-    recent_failure = time.monotonic() - writer.last_failure < 10 if writer.last_failure else False
-    if reachable and not recent_failure:
+    if reachable and not writer.last_write_failed:
         return web.json_response({"status": "ready"})
     reason = "CrateDB is not reachable" if not reachable else "the last bulk insert failed"
     return web.json_response({"status": "not ready", "reason": reason}, status=503)
@@ -177,13 +177,13 @@ def create_app(settings: Settings, runner: CrateRunner | None = None) -> web.App
     app[METRICS] = metrics = Metrics()
 
     async def lifespan(app: web.Application):
-        servers = list(settings.crate_urls) or await asyncio.to_thread(
+        discover = None if settings.crate_urls else functools.partial(
             discover_servers, settings.crate_dns, settings.crate_port, settings.node_name,
             settings.crate_user, settings.crate_password)
-        log.info("CrateDB endpoints, preferred first: %s", ", ".join(servers) or "none yet")
-        writer_runner = runner or CrateRunner(servers or [f"http://{settings.crate_dns}:{settings.crate_port}"],
-                                              username=settings.crate_user, password=settings.crate_password,
-                                              timeout=settings.write_timeout_s)
+        writer_runner = runner or await asyncio.to_thread(
+            CrateRunner, settings.crate_urls, username=settings.crate_user, password=settings.crate_password,
+            timeout=settings.write_timeout_s, discover=discover)
+        log.info("CrateDB endpoints, preferred first: %s", ", ".join(writer_runner.servers) or "none found yet")
         app[WRITER] = writer = BatchWriter(
             writer_runner, table=settings.table, flush_rows=settings.flush_rows, linger_ms=settings.linger_ms,
             max_inflight=settings.max_inflight, queue_rows=settings.queue_rows,

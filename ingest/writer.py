@@ -13,7 +13,7 @@ import socket
 import time
 import urllib.request
 from base64 import b64encode
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -50,40 +50,74 @@ class CrateRunner:
     """Blocking bulk inserts with the `crate` client, the node on this host first.
 
     The client round-robins over its servers, so the local node gets a client of its own and the
-    others a second one, used when the local one cannot be reached.
+    others a second one, used when the local one cannot be reached. With `discover`, the node list
+    is looked up again (at most every 5 s) while no node answers: CrateDB may start after us.
     """
 
-    def __init__(self, servers: Sequence[str], *, username: str, password: str, timeout: float) -> None:
-        self.servers = list(servers)
-        kw = {"username": username, "password": password or None, "timeout": timeout}
-        self.local = Client(self.servers[:1], **kw)
-        self.others = Client(self.servers[1:], **kw) if len(self.servers) > 1 else None
+    REDISCOVER_S = 5.0
+
+    def __init__(self, servers: Sequence[str] = (), *, username: str, password: str, timeout: float,
+                 discover: Callable[[], list[str]] | None = None) -> None:
+        self.client_options = {"username": username, "password": password or None, "timeout": timeout}
+        self.discover = discover
+        self.discovered_at = 0.0
+        self._use(list(servers))
+        if not self.servers:
+            self._rediscover()
+
+    def _use(self, servers: list[str]) -> None:
+        self.servers = servers
+        self.local = Client(servers[:1], **self.client_options) if servers else None
+        self.others = Client(servers[1:], **self.client_options) if len(servers) > 1 else None
+
+    def _rediscover(self) -> None:
+        if self.discover is None or time.monotonic() - self.discovered_at < self.REDISCOVER_S:
+            return
+        self.discovered_at = time.monotonic()
+        servers = self.discover()
+        if servers and servers != self.servers:
+            log.info("CrateDB endpoints, preferred first: %s", ", ".join(servers))
+            self._use(servers)
 
     def bulk_insert(self, stmt: str, rows: list[list]) -> list[dict]:
+        if self.local is None:
+            self._rediscover()
+            if self.local is None:
+                raise CrateConnectionError("no CrateDB node found")
         try:
-            return self.local.sql(stmt, bulk_parameters=rows)["results"]
+            try:
+                return self.local.sql(stmt, bulk_parameters=rows)["results"]
+            except CrateConnectionError:
+                if self.others is None:
+                    raise
+                log.warning("local CrateDB node %s unavailable; writing through the others", self.servers[0])
+                return self.others.sql(stmt, bulk_parameters=rows)["results"]
         except CrateConnectionError:
-            if self.others is None:
-                raise
-            log.warning("local CrateDB node %s unavailable; writing through the others", self.servers[0])
-            return self.others.sql(stmt, bulk_parameters=rows)["results"]
+            self._rediscover()
+            raise
 
     def ping(self) -> bool:
-        try:
-            return bool(self.local.server_infos(self.servers[0]))
-        except Exception:  # noqa: BLE001 - any failure means "not reachable"
-            if self.others is None:
-                return False
+        if self.local is None:
+            self._rediscover()
+        for client, server in ((self.local, self.servers[:1]), (self.others, self.servers[1:2])):
+            if client is None or not server:
+                continue
             try:
-                return bool(self.others.sql("SELECT 1"))
-            except Exception:  # noqa: BLE001
-                return False
+                client.server_infos(server[0])
+                return True
+            except Exception:  # noqa: BLE001 - any failure means "not reachable"
+                continue
+        self._rediscover()
+        return False
 
 
 def discover_servers(dns_name: str, port: int, node_name: str | None, username: str, password: str) -> list[str]:
     """Every CrateDB node behind a DNS name (tasks.cratedb), the one named like this host first.
     GET / names the node and needs no privilege beyond logging in."""
-    addresses = sorted({info[4][0] for info in socket.getaddrinfo(dns_name, port, type=socket.SOCK_STREAM)})
+    try:
+        addresses = sorted({info[4][0] for info in socket.getaddrinfo(dns_name, port, type=socket.SOCK_STREAM)})
+    except OSError:  # no CrateDB task yet (or none healthy): try again later
+        return []
     servers = [f"http://{a}:{port}" for a in addresses]
     if node_name:
         auth = "Basic " + b64encode(f"{username}:{password}".encode()).decode()
@@ -120,7 +154,7 @@ class BatchWriter:
         self.waiting_rows = 0
         self.inflight = asyncio.Semaphore(max_inflight)
         self.flushes: set[asyncio.Task] = set()
-        self.last_failure = 0.0  # monotonic time of the last failed insert
+        self.last_write_failed = False  # did the latest bulk insert fail? (readiness)
         self._loop_task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -177,7 +211,7 @@ class BatchWriter:
             if len(results) != len(rows):
                 raise Unavailable(f"CrateDB answered {len(results)} results for {len(rows)} rows")
         except (CrateConnectionError, TimeoutError, ProgrammingError, Unavailable, OSError) as e:
-            self.last_failure = time.monotonic()
+            self.last_write_failed = True
             self.metrics.crate_errors.labels(kind=type(e).__name__).inc()
             log.warning("bulk insert of %d rows failed: %s", len(rows), e)
             for pending in batch:
@@ -188,6 +222,7 @@ class BatchWriter:
             self.inflight.release()
             self.waiting_rows -= count
             self.metrics.queue_depth.set(self.waiting_rows)
+        self.last_write_failed = False
         self.metrics.write_latency.observe(time.perf_counter() - started)
         self.metrics.batch_rows.observe(len(rows))
         offset = 0

@@ -33,6 +33,8 @@ class Declared:
     depends_on: tuple[str, ...] = ()  # names of explicit and input dependencies
     secret_outputs: tuple[str, ...] = ()
     delete_before_replace: bool = False
+    provider: str = ""  # provider reference "urn::id" of a resource with an explicit provider
+    physical_id: str = ""  # the id of what an engine created for real
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
@@ -47,9 +49,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         resource = Declared(args.typ, args.name, dict(args.inputs), **self.options.get(args.name, {}))
+        resource.provider = args.provider or ""
         self.declared[args.name] = resource
         resource.outputs = self.outputs_for(resource)
-        return [f"{args.name}-id", resource.outputs]
+        # An engine that creates the thing for real sets its real id.
+        return [resource.physical_id or f"{args.name}-id", resource.outputs]
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         return {}

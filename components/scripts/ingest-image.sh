@@ -11,7 +11,7 @@ fail() { echo "ingest-image ${HOST_NAME}: error: $*" >&2; exit 1; }
 main() {
   local context
   context=$(mktemp -d)
-  trap 'rm -rf "$context"' EXIT
+  trap "rm -rf '${context}'" EXIT  # expanded now: the local is gone when the trap runs
   base64 -d | tar -xz -C "$context"  # always read stdin, so the sender never blocks
   if docker image inspect "$IMAGE" >/dev/null 2>&1; then
     say "unchanged: ${IMAGE} exists"

@@ -7,9 +7,10 @@ and for the pulumi-command provider only: the program (`__main__.py`) runs under
 between runs: an unchanged command does not run again, a changed one runs its `update`, a command
 the program no longer declares runs its `delete`, dependents before their dependencies.
 
-Only commands run. Every other resource (the Docker provider's networks, configs and services,
-random passwords) is mocked, so a command that depends on one of them (the CrateDB schema needs a
-running CrateDB) is not run either: it is recorded as skipped, and the tests say which.
+Commands run over SSH; the Docker provider's networks, configs, secrets and services are created
+with the docker CLI on the manager (tests/lab/docker_cli.py); random passwords get random values.
+Other resources (TLS) are mocked. Resources the test names in `not_run` (CrateDB's service: its
+image cannot be pulled here), and everything that depends on them, are recorded as skipped.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from tests.lab import docker_cli
 from tests.lab.harness import LabError, LabHost
 from tests.program import Declared, RecordingMocks, plain, run_program
 
@@ -34,13 +36,14 @@ class Ran:
 
 
 class SshEngine(RecordingMocks):
-    def __init__(self, hosts_by_address: dict[str, LabHost]) -> None:
+    def __init__(self, hosts_by_address: dict[str, LabHost], not_run: frozenset[str] = frozenset()) -> None:
         super().__init__()
         self.hosts_by_address = hosts_by_address
         self.state: dict[str, Declared] = {}  # what the last run left, in creation order
         self.log: list[Ran] = []
         self.rerun_all = False
-        self.skipped: set[str] = set()  # commands not run: they depend on mocked resources
+        self.not_run = not_run
+        self.skipped: set[str] = set()  # not created: named in not_run, or depending on such
         self._lock = threading.Lock()
 
     # -- the engine's side -------------------------------------------------------------------
@@ -72,14 +75,15 @@ class SshEngine(RecordingMocks):
         if resource.typ == "random:index/randomPassword:RandomPassword":
             before = self.state.get(resource.name)
             return before.outputs if before else {**resource.inputs, "result": secrets.token_hex(16)}
-        if resource.typ != COMMAND:
+        if resource.typ != COMMAND and resource.typ not in docker_cli.KINDS:
             return dict(resource.inputs)
-        mocked = [d for d in resource.depends_on if d in self.declared and self.declared[d].typ != COMMAND
-                  and not self.declared[d].typ.startswith("mds:")]
-        if mocked:
+        blocked = [d for d in resource.depends_on if d in self.skipped]
+        if resource.name in self.not_run or blocked:
             with self._lock:
                 self.skipped.add(resource.name)
-            return {**resource.inputs, "stdout": "", "stderr": "", "skipped": f"depends on mocked {mocked}"}
+            return {**resource.inputs, "stdout": "", "stderr": "", "skipped": f"not run here ({blocked or 'named'})"}
+        if resource.typ in docker_cli.KINDS:
+            return self._docker(resource)
         before = self.state.get(resource.name)
         unchanged = before is not None and before.inputs == resource.inputs
         if unchanged and not self.rerun_all:
@@ -90,8 +94,36 @@ class SshEngine(RecordingMocks):
         return {**resource.inputs, "stdout": stdout, "stderr": ""}
 
     def _delete(self, resource: Declared) -> None:
-        if resource.typ == COMMAND and resource.inputs.get("delete") and not resource.outputs.get("skipped"):
+        if resource.outputs.get("skipped"):
+            return
+        if resource.typ == COMMAND and resource.inputs.get("delete"):
             self._run(resource, "delete", resource.inputs["delete"], None)
+        elif resource.typ in docker_cli.KINDS:
+            self._manager(resource).ssh(docker_cli.delete_command(resource), timeout=120)
+
+    # -- the Docker provider's side ------------------------------------------------------------
+    def _manager(self, resource: Declared) -> LabHost:
+        provider = self.declared.get(resource.provider.split("::")[-2]) or self.state[resource.provider.split("::")[-2]]
+        address = plain(provider.inputs)["host"].removeprefix("ssh://").split("@")[1].rsplit(":", 1)[0]
+        return self.hosts_by_address[address]
+
+    def _docker(self, resource: Declared) -> dict:
+        before = self.state.get(resource.name)
+        if before is not None and before.inputs == resource.inputs and not before.outputs.get("skipped"):
+            resource.physical_id = before.physical_id
+            return before.outputs
+        manager = self._manager(resource)
+        if before is not None and not before.outputs.get("skipped"):
+            manager.ssh(docker_cli.delete_command(before), timeout=120)  # replace: the lab does not roll
+        command, stdin = docker_cli.create_command(resource)
+        started = time.monotonic()
+        result = manager.ssh(command, input=stdin, check=False, timeout=300)
+        if result.returncode != 0:
+            raise LabError(f"{resource.name}: {command[:200]} failed: {result.stderr.decode()[-1500:]}")
+        resource.physical_id = result.stdout.decode().strip().splitlines()[-1]
+        with self._lock:
+            self.log.append(Ran(resource.name, "docker", resource.physical_id, time.monotonic() - started))
+        return {**resource.inputs, "name": docker_cli.name_of(resource)}
 
     def _run(self, resource: Declared, step: str, command: str, stdin: str | None) -> str:
         connection = plain(resource.inputs["connection"])

@@ -37,8 +37,8 @@ async def running(state: CrateState | None = None, **overrides):
     """Yields (base URL, double, app); the double has the readings table and the ingest user."""
     state = state or CrateState(tables={"doc.readings"}, users={"ingest": "ingest-password"})
     with CrateDouble(state) as double:
-        settings = Settings(crate_urls=(double.url,), crate_password="ingest-password", token_secret=SECRET,
-                            eden_jwt_secret=EDEN_SECRET, **overrides)
+        settings = Settings(**{"crate_urls": (double.url,), "crate_password": "ingest-password", "token_secret": SECRET,
+                               "eden_jwt_secret": EDEN_SECRET} | overrides)
         app = create_app(settings)
         server = TestServer(app, port=0)
         await server.start_server(**SERVER_OPTIONS)

@@ -267,3 +267,23 @@ def test_wrong_database_password_is_not_ready():
             assert (await post(url, "/readyz", method="GET"))[0] == 503
             assert (await post(url, "/v1/readings", batch(), auth=token()))[0] == 503
     run(go())
+
+
+def test_starts_without_a_database_and_finds_it_later(monkeypatch):
+    """CrateDB's task DNS name does not resolve yet: the service starts, is not ready, refuses
+    writes with 503, and writes once the name resolves."""
+    from ingest import app as app_module
+    from ingest import writer
+
+    found: list[str] = []
+    monkeypatch.setattr(app_module, "discover_servers", lambda *args: list(found))
+    monkeypatch.setattr(writer.CrateRunner, "REDISCOVER_S", 0.0)
+
+    async def go():
+        async with running(crate_urls=(), crate_dns="tasks.cratedb") as (url, double, _):
+            assert (await post(url, "/readyz", method="GET"))[0] == 503
+            assert (await post(url, "/v1/readings", batch(), auth=token()))[0] == 503
+            found.append(double.url)
+            assert (await post(url, "/v1/readings", batch(), auth=token()))[0] == 200
+            assert (await post(url, "/readyz", method="GET"))[0] == 200
+    run(go())

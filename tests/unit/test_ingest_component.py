@@ -29,7 +29,7 @@ def test_global_service_on_ingest_hosts_published_in_host_mode(deploy):
     assert (update["parallelism"], update["order"], update["failureAction"]) == (1, "stop-first", "rollback")
     assert spec["resources"]["limits"] == {"memoryBytes": 512 * 1024 * 1024, "nanoCpus": 1_000_000_000}
     container = spec["containerSpec"]
-    assert "/readyz" in " ".join(container["healthcheck"]["tests"])
+    assert "/healthz" in " ".join(container["healthcheck"]["tests"])  # liveness: no restart loop in a DB outage
     env = container["env"]
     assert env["INGEST_CRATE_DNS"] == "tasks.cratedb" and env["NODE_NAME"] == "{{.Node.Hostname}}"
     assert env["INGEST_TABLE"] == "doc.readings"
