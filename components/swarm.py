@@ -98,6 +98,7 @@ class Swarm(pulumi.ComponentResource):
         init_data = init.stdout.apply(last_json_line)
         tokens = {role: pulumi.Output.secret(init_data[f"{role}_token"]) for role in ("manager", "worker")}
         node_ids: dict[str, pulumi.Output[str]] = {manager.spec.name: pulumi.Output.unsecret(init_data["node_id"])}
+        cluster_id = pulumi.Output.unsecret(init_data["cluster_id"])
 
         for host in args.hosts:
             if host is manager:
@@ -114,10 +115,10 @@ class Swarm(pulumi.ComponentResource):
                 triggers=[FORGET.digest],
                 opts=child.merge(pulumi.ResourceOptions(depends_on=[init])),
             )
-            join_cmd = JOIN.command({
+            join_cmd = JOIN.command_output({
                 "HOST_NAME": spec.name, "ADVERTISE_ADDR": spec.private_address,
                 "MANAGER_ADDR": manager.spec.private_address, "SWARM_PORT": str(SWARM_PORT),
-                "JOIN_DEADLINE": str(JOIN_DEADLINE),
+                "CLUSTER_ID": cluster_id, "JOIN_DEADLINE": str(JOIN_DEADLINE),
             }, sudo=host.sudo)
             join = command.remote.Command(
                 f"{name}-join-{spec.name}",

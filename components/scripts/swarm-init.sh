@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Initialise the swarm on the first manager, or confirm that it already leads one.
-# Prints a status line, then one JSON line: {"node_id", "manager_token", "worker_token"}.
+# Prints a status line, then one JSON line: {"node_id", "cluster_id", "manager_token", "worker_token"}.
 # The tokens are secrets: components/swarm.py marks stdout secret and turns logging off.
 #
 # Environment: HOST_NAME, ADVERTISE_ADDR (the host's private address), SWARM_PORT.
@@ -24,12 +24,14 @@ main() {
       ;;
     *) fail "swarm state is '${state}'; fix it by hand (docker swarm leave --force) and run again" ;;
   esac
-  local node_id manager_token worker_token
+  local node_id cluster_id manager_token worker_token
   node_id=$(docker info --format '{{.Swarm.NodeID}}')
+  cluster_id=$(docker info --format '{{.Swarm.Cluster.ID}}')
   manager_token=$(docker swarm join-token -q manager)
   worker_token=$(docker swarm join-token -q worker)
   say "$status"
-  printf '{"node_id": "%s", "manager_token": "%s", "worker_token": "%s"}\n' "$node_id" "$manager_token" "$worker_token"
+  printf '{"node_id": "%s", "cluster_id": "%s", "manager_token": "%s", "worker_token": "%s"}\n' \
+    "$node_id" "$cluster_id" "$manager_token" "$worker_token"
 }
 
 main "$@"

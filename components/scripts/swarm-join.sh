@@ -4,15 +4,22 @@
 # Prints a status line, then one JSON line: {"node_id"}.
 #
 # Environment: HOST_NAME, ADVERTISE_ADDR, MANAGER_ADDR (the first manager's private address),
-#              SWARM_PORT, JOIN_DEADLINE (seconds to keep retrying while the manager is busy).
+#              SWARM_PORT, CLUSTER_ID (the swarm's id), JOIN_DEADLINE (seconds to keep retrying).
 set -euo pipefail
 
 say() { echo "swarm-join ${HOST_NAME}: $*"; }
 fail() { echo "swarm-join ${HOST_NAME}: error: $*" >&2; exit 1; }
 
 member_of_our_swarm() {
-  docker info --format '{{range .Swarm.RemoteManagers}}{{.Addr}}{{"\n"}}{{end}}' |
-    grep -qxF "${MANAGER_ADDR}:${SWARM_PORT}"
+  local cluster deadline=$((SECONDS + 30))
+  cluster=$(docker info --format '{{.Swarm.Cluster.ID}}')
+  # A manager knows the swarm's id; a worker only its list of managers, which can be incomplete
+  # for a moment (seen while the hosts were busy), so a worker looks a few times.
+  if [ -n "$cluster" ]; then [ "$cluster" = "$CLUSTER_ID" ]; return; fi
+  until docker info --format '{{range .Swarm.RemoteManagers}}{{.Addr}}{{"\n"}}{{end}}' | grep -qxF "${MANAGER_ADDR}:${SWARM_PORT}"; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 2
+  done
 }
 
 main() {
@@ -34,7 +41,7 @@ main() {
       ;;
     active)
       member_of_our_swarm ||
-        fail "this host belongs to another swarm (its managers do not include ${MANAGER_ADDR}); make it leave first"
+        fail "this host belongs to another swarm (not ${CLUSTER_ID} of ${MANAGER_ADDR}); make it leave first"
       status="unchanged"
       ;;
     *) fail "swarm state is '${state}'; fix it by hand (docker swarm leave --force) and run again" ;;

@@ -156,9 +156,12 @@ def test_ingest_image_built_on_each_host_and_running_as_a_global_service(lab, en
     assert sorted(builds) == ["ingest-image-lab1", "ingest-image-lab2", "ingest-image-lab3"]
     assert all(": changed: built mds-ingest:" in out for out in builds.values()), builds
     manager = lab.hosts[0]
-    wait_until("an ingest task running on every host", lambda: sorted(manager.sh(
-        "docker service ps ingest --filter desired-state=running --format '{{.Node}} {{.CurrentState}}'")
-        .replace(" Running", "").split())[:3] == ["lab1", "lab2", "lab3"], 180)
+
+    def running_on() -> set[str]:
+        lines = manager.sh("docker service ps ingest --filter desired-state=running --format '{{.Node}} {{.CurrentState}}'")
+        return {line.split()[0] for line in lines.splitlines() if line.split()[1:2] == ["Running"]}
+
+    wait_until("an ingest task running on every host", lambda: running_on() == {"lab1", "lab2", "lab3"}, 180)
     for host in lab.hosts:
         status = wait_until(f"{host.name} answers /healthz", lambda h=host: ingest_answer(h, "/healthz")[0] == 200, 60)
         assert status >= 0

@@ -19,7 +19,8 @@ class UnitMocks(RecordingMocks):
                 outputs[pem] = f"-----PEM {pem} of {resource.name}-----"
         if resource.typ == "command:remote:Command":
             if resource.name.endswith("swarm-init"):
-                data = '{"node_id": "node-init", "manager_token": "SWMTKN-manager", "worker_token": "SWMTKN-worker"}'
+                data = ('{"node_id": "node-init", "cluster_id": "cluster-1", "manager_token": "SWMTKN-manager", '
+                        '"worker_token": "SWMTKN-worker"}')
             elif m := re.search(r"-join-(.+)$", resource.name):
                 data = f'{{"node_id": "node-{m.group(1)}"}}'
             else:

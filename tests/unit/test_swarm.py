@@ -52,6 +52,7 @@ def test_join_reads_the_role_token_from_stdin_never_the_command(deploy):
         assert "SWMTKN" not in join.inputs["create"] and "SWMTKN" not in join.inputs["delete"]
         assert script_name(join.inputs["create"]) == "swarm-join.sh"
         assert env_of(join.inputs["create"])["MANAGER_ADDR"] == "192.0.2.11"
+        assert env_of(join.inputs["create"])["CLUSTER_ID"] == "cluster-1"  # a member of another swarm is refused
         assert env_of(join.inputs["create"])["ADVERTISE_ADDR"] == f"192.0.2.{10 + int(name[-1])}"
         assert script_name(join.inputs["delete"]) == "swarm-leave.sh"
         assert join.inputs["update"] == join.inputs["create"]

@@ -1,0 +1,173 @@
+"""Benchmark: `python -m ingest.bench [--seconds 5]` (run from the repository root).
+
+Starts the CrateDB contract double (tests/cratedb_double.py, not CrateDB) and the real ingest server
+as processes, then drives the server from a load process with batches of 1, 100 and 1000 readings:
+first as fast as it answers (closed loop, 32 connections), then paced at half that request rate.
+In the same run it measures how fast the same bodies are merely JSON-parsed and validated in one
+process, the ceiling for a Python service. Prints a table; the last line is
+`ingest: <N> readings/s at batch 1000, p99 <X> ms` (X at half the maximum rate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+from ingest import tokens
+from ingest.payload import parse_batch
+
+SECRET = b"bench-token-secret-with-32-characters"
+CONCURRENCY = 32
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bodies(batch: int, count: int = 64) -> list[bytes]:
+    """Distinct bodies (their keys differ), timestamps inside the accepted window."""
+    now = int(time.time() * 1000)
+    return [orjson.dumps({"readings": [
+        {"ts": now - 60_000 + i, "sensor": f"s{b}-{i % 8}", "value": 20.0 + i % 10, "unit": "celsius"}
+        for i in range(batch)]}) for b in range(count)]
+
+
+async def _load(url: str, batch: int, seconds: float, rate: float | None, out) -> None:
+    import aiohttp
+
+    payloads = bodies(batch)
+    headers = {"Authorization": f"Bearer {tokens.issue(SECRET, 'bench')}", "Content-Type": "application/json"}
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+    interval = CONCURRENCY / rate if rate else 0.0
+
+    async def worker(n: int, session) -> None:
+        nonlocal errors
+        next_at = time.perf_counter() + (interval * n / CONCURRENCY)
+        i = n
+        while time.perf_counter() < deadline:
+            if interval:
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+                next_at += interval
+            started = time.perf_counter()
+            async with session.post(url, data=payloads[i % len(payloads)], headers=headers) as response:
+                await response.read()
+                if response.status == 200:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    errors += 1
+            i += CONCURRENCY
+
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(n, session) for n in range(CONCURRENCY)))
+        elapsed = time.perf_counter() - started
+    out.put((len(latencies), errors, elapsed, latencies))
+
+
+def _load_process(url: str, batch: int, seconds: float, rate: float | None, out) -> None:
+    asyncio.run(_load(url, batch, seconds, rate, out))
+
+
+def run_load(url: str, batch: int, seconds: float, rate: float | None = None) -> dict:
+    """One measured run from a load process of its own (the server gets its own core)."""
+    queue: multiprocessing.Queue = multiprocessing.Queue()
+    process = multiprocessing.Process(target=_load_process, args=(url, batch, seconds, rate, queue))
+    process.start()
+    ok, errors, elapsed, latencies = queue.get(timeout=seconds + 120)
+    process.join()
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
+
+    return {"requests/s": ok / elapsed, "readings/s": ok * batch / elapsed, "p50 ms": pct(0.50),
+            "p99 ms": pct(0.99), "errors": errors}
+
+
+def parse_ceiling(batch: int, seconds: float = 2.0) -> float:
+    """Readings/s that JSON parsing and validation alone reach in this process."""
+    payloads = bodies(batch)
+    now = int(time.time() * 1000)
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for body in payloads:
+            parse_batch(orjson.loads(body), "bench", now_ms=now, past_ms=86_400_000, future_ms=300_000, limit=10_000)
+            done += batch
+    return done / (time.perf_counter() - started)
+
+
+def wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            if process.poll() is not None:
+                raise SystemExit(f"{what} exited: {process.stdout.read() if process.stdout else ''}")
+            time.sleep(0.1)
+    raise SystemExit(f"{what} did not listen within 20 s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each measured run")
+    args = parser.parse_args()
+    root = Path(__file__).resolve().parents[1]
+    crate_port, ingest_port = free_port(), free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "secret").write_bytes(SECRET)
+        Path(tmp, "password").write_text("bench-password")
+        double = subprocess.Popen([sys.executable, "-m", "tests.cratedb_double", "--port", str(crate_port),
+                                   "--user", "ingest:bench-password"], cwd=root, stdout=subprocess.DEVNULL)
+        server = subprocess.Popen([sys.executable, "-m", "ingest"], cwd=root, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.STDOUT, env={
+            **os.environ, "INGEST_PORT": str(ingest_port), "INGEST_CRATE_URLS": f"http://127.0.0.1:{crate_port}",
+            "INGEST_TOKEN_SECRET_FILE": f"{tmp}/secret", "INGEST_CRATE_PASSWORD_FILE": f"{tmp}/password",
+            "INGEST_QUEUE_ROWS": "1000000"})
+        try:
+            wait_for_port(crate_port, double, "the contract double")
+            wait_for_port(ingest_port, server, "the ingest server")
+            url = f"http://127.0.0.1:{ingest_port}/v1/readings"
+            run_load(url, 10, 1.0)  # warm up
+            print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+                  f"{args.seconds:.0f} s per run, {CONCURRENCY} connections; database: the contract double, not CrateDB")
+            print(f"{'batch':>6} {'mode':>10} {'requests/s':>11} {'readings/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
+                  f" {'parse-only readings/s':>22}")
+            results = {}
+            for batch in (1, 100, 1000):
+                ceiling = parse_ceiling(batch)
+                full = run_load(url, batch, args.seconds)
+                half = run_load(url, batch, args.seconds, rate=full["requests/s"] / 2)
+                results[batch] = (full, half)
+                for mode, r in (("max", full), ("half rate", half)):
+                    print(f"{batch:>6} {mode:>10} {r['requests/s']:>11.0f} {r['readings/s']:>11.0f} {r['p50 ms']:>8.1f} "
+                          f"{r['p99 ms']:>8.1f} {r['errors']:>7} {ceiling if mode == 'max' else float('nan'):>22.0f}")
+            full, half = results[1000]
+            print(f"ingest: {full['readings/s']:.0f} readings/s at batch 1000, p99 {half['p99 ms']:.1f} ms")
+        finally:
+            server.terminate()
+            double.terminate()
+            server.wait(timeout=15)
+            double.wait(timeout=15)
+
+
+if __name__ == "__main__":
+    main()
