@@ -25,7 +25,7 @@ import pulumi_tls as tls
 
 from components.hosts import Host
 from components.remote import Script
-from stack.config import ConfigError, IngestSettings
+from stack.config import ConfigError, IngestSettings, is_ip
 from stack.constants import CRATEDB_HTTP_PORT, CRATEDB_SERVICE, READINGS_TABLE
 
 SOURCE = Path(__file__).resolve().parents[1] / "ingest"
@@ -186,15 +186,6 @@ class Ingest(pulumi.ComponentResource):
     @staticmethod
     def _generated_certificate(name: str, hosts: Sequence[Host], opts: pulumi.ResourceOptions):
         """A stack CA and a server certificate for every ingest host's address."""
-        import ipaddress
-
-        def is_ip(value: str) -> bool:
-            try:
-                ipaddress.ip_address(value)
-            except ValueError:
-                return False
-            return True
-
         addresses = [h.spec.address for h in hosts] + [h.spec.private_address for h in hosts]
         ca_key = tls.PrivateKey(f"{name}-ca-key", algorithm="ECDSA", ecdsa_curve="P256", opts=opts)
         ca = tls.SelfSignedCert(

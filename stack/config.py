@@ -235,13 +235,18 @@ def parse(raw: Mapping[str, Any], *, ssh_private_key: Any) -> StackConfig:
     return StackConfig(hosts=hosts, ssh_private_key=ssh_private_key, data_root=data_root, cratedb=cratedb, ingest=ingest)
 
 
+def _check_fields(raw: Any, where: str, fields: Sequence[str]) -> None:
+    """A mapping whose keys are all known: a typo fails with the allowed names."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a mapping with any of {', '.join(fields)}, got {raw!r}")
+    unknown = sorted(map(str, set(raw) - set(fields)))
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(fields)}")
+
+
 def _parse_ingest(raw: Any) -> IngestSettings:
     where = key("ingest")
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where} must be a mapping with any of {', '.join(INGEST_FIELDS)}, got {raw!r}")
-    unknown = sorted(set(raw) - set(INGEST_FIELDS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(INGEST_FIELDS)}")
+    _check_fields(raw, where, INGEST_FIELDS)
     defaults = IngestSettings()
     for name in ("image", "baseImage"):
         value = raw.get(name)
@@ -277,11 +282,7 @@ def _parse_ingest(raw: Any) -> IngestSettings:
 
 def _parse_cratedb(raw: Any, node_count: int) -> CrateDbSettings:
     where = key("cratedb")
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where} must be a mapping with any of {', '.join(CRATEDB_FIELDS)}, got {raw!r}")
-    unknown = sorted(set(raw) - set(CRATEDB_FIELDS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(CRATEDB_FIELDS)}")
+    _check_fields(raw, where, CRATEDB_FIELDS)
     version = str(raw.get("version", CrateDbSettings.version))
     match = _VERSION.match(version)
     if not match or tuple(map(int, match.groups())) < MIN_CRATEDB:
@@ -376,18 +377,18 @@ def _parse_host(index: int, raw: Any, *, default_role: str | None) -> HostSpec:
             f"(letters, digits and '-', at most 63 characters, not starting or ending with '-')"
         )
     address = _require_str(raw, "address", where)
-    if not (_is_ip(address) or _is_dns_name(address)):
+    if not (is_ip(address) or _is_dns_name(address)):
         raise ConfigError(
             f"{where}.address: {address!r} is not an IP address or host name "
             f"(allowed: IPv4, IPv6, or a DNS name such as node1.example.com)"
         )
-    private_address = raw.get("privateAddress", address if _is_ip(address) else None)
+    private_address = raw.get("privateAddress", address if is_ip(address) else None)
     if private_address is None:
         raise ConfigError(
             f"{where}.privateAddress is missing: it is required when address ({address!r}) is a host name, "
             f"because Swarm advertises an IP address"
         )
-    if not isinstance(private_address, str) or not _is_ip(private_address):
+    if not isinstance(private_address, str) or not is_ip(private_address):
         raise ConfigError(
             f"{where}.privateAddress: {private_address!r} is not an IP address "
             f"(Swarm advertises and listens on an IPv4 or IPv6 address)"
@@ -492,7 +493,7 @@ def _require_str(raw: Mapping[str, Any], name: str, where: str) -> str:
     return value.strip()
 
 
-def _is_ip(value: str) -> bool:
+def is_ip(value: str) -> bool:
     try:
         ipaddress.ip_address(value)
     except ValueError:
