@@ -1,7 +1,8 @@
-"""Lab tier: the hosts and swarm components' own scripts, run over real SSH on simulated hosts.
+"""Lab tier: the program deployed onto simulated hosts, its scripts run over real SSH.
 
-The tests run in file order and share one lab: provision and form the swarm, run again, lose a host
-four ways (stop, kill, pause, network partition), scale in, destroy.
+The tests run in file order and share one lab: provision and form the swarm, run again, the ingest
+image built on every host and running as its global service (without a database), lose a host four
+ways (stop, kill, pause, network partition), scale in, destroy.
 """
 
 from __future__ import annotations
