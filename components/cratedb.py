@@ -131,7 +131,7 @@ def _swarm_config(name: str, file_name: str, text: str, opts: pulumi.ResourceOpt
         name,
         name=f"{CRATEDB_SERVICE}-{file_name.replace('.', '-')}-{digest}",
         data=base64.b64encode(text.encode()).decode(),
-        opts=opts.merge(pulumi.ResourceOptions(delete_before_replace=False)),
+        opts=opts,
     )
 
 

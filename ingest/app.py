@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import time
 import zlib
@@ -154,8 +153,6 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(request.app[METRICS].registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def openapi(request: web.Request) -> web.Response:
-    return web.Response(body=OPENAPI.read_bytes(), content_type="application/json")
 
 
 @web.middleware
@@ -200,9 +197,11 @@ def create_app(settings: Settings, runner: CrateRunner | None = None) -> web.App
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
+    spec = OPENAPI.read_bytes()  # read once, served as is
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.Response(body=spec, content_type="application/json")
+
     app.router.add_get("/openapi.json", openapi)
     return app
 
-
-def openapi_document() -> dict:
-    return json.loads(OPENAPI.read_text())

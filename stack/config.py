@@ -17,13 +17,12 @@ from typing import Any
 
 import pulumi
 
-from stack.constants import DEFAULT_MANAGERS, MAX_MANAGERS, PROJECT, SERVICES
+from stack.constants import DEFAULT_MANAGERS, MAX_MANAGERS, NODE_LABEL_PREFIX, PROJECT, SERVICES
 
 ROLES = ("manager", "worker")
 HOST_FIELDS = (
     "name", "address", "privateAddress", "sshUser", "sshPort", "role", "services", "labels", "hostKey",
 )
-STACK_KEYS = ("hosts", "sshPrivateKey", "dataRoot", "cratedb", "ingest")
 INGEST_FIELDS = ("image", "baseImage", "extraCaFile", "port", "publishMode", "revokedDevices", "tls", "memoryMb", "cpus")
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CRATEDB_FIELDS = ("version", "image", "heapSize", "replicas", "retentionMonths", "clusterName", "publishAdminUi", "backup")
@@ -70,7 +69,7 @@ class HostSpec:
 
     def node_labels(self) -> dict[str, str]:
         """Every Swarm node label this host carries: one per service plus the free-form ones."""
-        labels = {f"mds.{service}": "true" for service in self.services}
+        labels = {f"{NODE_LABEL_PREFIX}{service}": "true" for service in self.services}
         labels.update(self.labels)
         return dict(sorted(labels.items()))
 
@@ -447,7 +446,7 @@ def _parse_labels(raw: Any, where: str) -> tuple[tuple[str, str], ...]:
                 f"{where}: {label_key!r} is not a label key Docker accepts; use lowercase letters, digits, "
                 f"'.' and '-', starting and ending with a letter or digit, such as 'site.room'"
             )
-        if label_key.startswith(_RESERVED_LABEL_PREFIXES) or label_key.startswith("mds."):
+        if label_key.startswith((*_RESERVED_LABEL_PREFIXES, NODE_LABEL_PREFIX)):
             raise ConfigError(
                 f"{where}: {label_key!r} is in a reserved namespace (com.docker., io.docker., "
                 f"org.dockerproject. belong to Docker; mds. is set from `services`)"

@@ -49,7 +49,7 @@ def _rows(values: list) -> dict:
 class CrateDouble:
     """Start with `with CrateDouble() as crate:`; `crate.url` is its base URL."""
 
-    def __init__(self, state: CrateState | None = None) -> None:
+    def __init__(self, state: CrateState | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         self.state = state or CrateState()
         self.lock = threading.Lock()
         double = self
@@ -98,8 +98,8 @@ class CrateDouble:
                     status, body = 400, {"error": {"code": 4000, "message": f"SQLParseException[{e}]"}}
                 self.answer(status, {**body, "duration": 0.1})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.url = f"http://{host}:{self.server.server_address[1]}"
 
     def __enter__(self) -> CrateDouble:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -194,9 +194,7 @@ def main() -> None:
     args = parser.parse_args()
     state = CrateState(tables={"doc.readings"}, keep_statements=False,
                        users=dict(u.split(":", 1) for u in args.user))
-    double = CrateDouble(state)
-    double.server.server_close()
-    double.server = ThreadingHTTPServer((args.host, args.port), double.server.RequestHandlerClass)
+    double = CrateDouble(state, args.host, args.port)
     print(f"contract double (not CrateDB) on {args.host}:{args.port}", flush=True)
     double.server.serve_forever()
 

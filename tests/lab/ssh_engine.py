@@ -67,9 +67,6 @@ class SshEngine(RecordingMocks):
         for name in reversed(list(self.state)):
             self._delete(self.state.pop(name))
 
-    def steps(self, step: str | None = None) -> list[Ran]:
-        return [r for r in self.log if step is None or r.step == step]
-
     # -- the provider's side (called by the mock monitor, from several threads at once) ------
     def outputs_for(self, resource: Declared) -> dict:
         if resource.typ == "random:index/randomPassword:RandomPassword":
