@@ -179,7 +179,7 @@ def create_app(settings: Settings, runner: CrateRunner | None = None) -> web.App
             settings.crate_user, settings.crate_password)
         writer_runner = runner or await asyncio.to_thread(
             CrateRunner, settings.crate_urls, username=settings.crate_user, password=settings.crate_password,
-            timeout=settings.write_timeout_s, discover=discover)
+            timeout=settings.write_timeout_s, connections=settings.max_inflight, discover=discover)
         log.info("CrateDB endpoints, preferred first: %s", ", ".join(writer_runner.servers) or "none found yet")
         app[WRITER] = writer = BatchWriter(
             writer_runner, table=settings.table, flush_rows=settings.flush_rows, linger_ms=settings.linger_ms,

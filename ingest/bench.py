@@ -3,9 +3,11 @@
 Starts the CrateDB contract double (tests/cratedb_double.py, not CrateDB) and the real ingest server
 as processes, then drives the server from a load process with batches of 1, 100 and 1000 readings:
 first as fast as it answers (closed loop, 32 connections), then paced at half that request rate.
-In the same run it measures how fast the same bodies are merely JSON-parsed and validated in one
-process, the ceiling for a Python service. Prints a table; the last line is
-`ingest: <N> readings/s at batch 1000, p99 <X> ms` (X at half the maximum rate).
+In the same run it measures how fast the same bodies are merely JSON-parsed, and parsed and
+validated, in one process: the ceilings for a Python service. Each run also reports the CPU that
+the server, the double and the load process used (100 % = one core), which shows where the cores
+went. Prints a table; the last line is `ingest: <N> readings/s at batch 1000, p99 <X> ms` (X at
+half the maximum rate).
 """
 
 from __future__ import annotations
@@ -73,24 +75,36 @@ async def _load(url: str, batch: int, seconds: float, rate: float | None, out) -
                     errors += 1
             i += CONCURRENCY
 
+    cpu_started = time.process_time()
     connector = aiohttp.TCPConnector(limit=CONCURRENCY)
     async with aiohttp.ClientSession(connector=connector) as session:
         started = time.perf_counter()
         await asyncio.gather(*(worker(n, session) for n in range(CONCURRENCY)))
         elapsed = time.perf_counter() - started
-    out.put((len(latencies), errors, elapsed, latencies))
+    out.put((len(latencies), errors, elapsed, latencies, (time.process_time() - cpu_started) / elapsed))
 
 
 def _load_process(url: str, batch: int, seconds: float, rate: float | None, out) -> None:
     asyncio.run(_load(url, batch, seconds, rate, out))
 
 
-def run_load(url: str, batch: int, seconds: float, rate: float | None = None) -> dict:
-    """One measured run from a load process of its own (the server gets its own core)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_load(url: str, batch: int, seconds: float, rate: float | None = None, watch: dict[str, int] | None = None) -> dict:
+    """One measured run from a load process of its own; `watch` names processes whose CPU use to report."""
+    watch = watch or {}
     queue: multiprocessing.Queue = multiprocessing.Queue()
     process = multiprocessing.Process(target=_load_process, args=(url, batch, seconds, rate, queue))
+    cpu_before = {name: cpu_seconds(pid) for name, pid in watch.items()}
+    wall_started = time.perf_counter()
     process.start()
-    ok, errors, elapsed, latencies = queue.get(timeout=seconds + 120)
+    ok, errors, elapsed, latencies, load_cpu = queue.get(timeout=seconds + 120)
+    wall = time.perf_counter() - wall_started
+    cpu = {name: (cpu_seconds(pid) - cpu_before[name]) / wall for name, pid in watch.items()}
     process.join()
     latencies.sort()
 
@@ -98,19 +112,24 @@ def run_load(url: str, batch: int, seconds: float, rate: float | None = None) ->
         return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
 
     return {"requests/s": ok / elapsed, "readings/s": ok * batch / elapsed, "p50 ms": pct(0.50),
-            "p99 ms": pct(0.99), "errors": errors}
+            "p99 ms": pct(0.99), "errors": errors, "cpu": {**cpu, "load": load_cpu}}
 
 
-def parse_ceiling(batch: int, seconds: float = 2.0) -> float:
-    """Readings/s that JSON parsing and validation alone reach in this process."""
+def parse_ceilings(batch: int, seconds: float = 1.5) -> tuple[float, float]:
+    """Readings/s that JSON parsing alone, and parsing plus validation, reach in this process."""
     payloads = bodies(batch)
     now = int(time.time() * 1000)
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        for body in payloads:
-            parse_batch(orjson.loads(body), "bench", now_ms=now, past_ms=86_400_000, future_ms=300_000, limit=10_000)
-            done += batch
-    return done / (time.perf_counter() - started)
+
+    def rate(work) -> float:
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            for body in payloads:
+                work(body)
+                done += batch
+        return done / (time.perf_counter() - started)
+
+    return rate(orjson.loads), rate(lambda body: parse_batch(
+        orjson.loads(body), "bench", now_ms=now, past_ms=86_400_000, future_ms=300_000, limit=10_000))
 
 
 def wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:
@@ -150,16 +169,19 @@ def main() -> None:
             print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
                   f"{args.seconds:.0f} s per run, {CONCURRENCY} connections; database: the contract double, not CrateDB")
             print(f"{'batch':>6} {'mode':>10} {'requests/s':>11} {'readings/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
-                  f" {'parse-only readings/s':>22}")
+                  f" {'CPU % server/double/load':>25} {'JSON-only readings/s':>21} {'+validate':>10}")
+            watch = {"server": server.pid, "double": double.pid}
             results = {}
             for batch in (1, 100, 1000):
-                ceiling = parse_ceiling(batch)
-                full = run_load(url, batch, args.seconds)
-                half = run_load(url, batch, args.seconds, rate=full["requests/s"] / 2)
+                json_only, validated = parse_ceilings(batch)
+                full = run_load(url, batch, args.seconds, watch=watch)
+                half = run_load(url, batch, args.seconds, rate=full["requests/s"] / 2, watch=watch)
                 results[batch] = (full, half)
                 for mode, r in (("max", full), ("half rate", half)):
+                    cpu = "/".join(f"{r['cpu'][k] * 100:.0f}" for k in ("server", "double", "load"))
+                    ceilings = f"{json_only:>21.0f} {validated:>10.0f}" if mode == "max" else ""
                     print(f"{batch:>6} {mode:>10} {r['requests/s']:>11.0f} {r['readings/s']:>11.0f} {r['p50 ms']:>8.1f} "
-                          f"{r['p99 ms']:>8.1f} {r['errors']:>7} {ceiling if mode == 'max' else float('nan'):>22.0f}")
+                          f"{r['p99 ms']:>8.1f} {r['errors']:>7} {cpu:>25} {ceilings}")
             full, half = results[1000]
             print(f"ingest: {full['readings/s']:.0f} readings/s at batch 1000, p99 {half['p99 ms']:.1f} ms")
         finally:

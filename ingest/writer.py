@@ -57,10 +57,12 @@ class CrateRunner:
     REDISCOVER_S = 5.0
 
     def __init__(self, servers: Sequence[str] = (), *, username: str, password: str, timeout: float,
-                 discover: Callable[[], list[str]] | None = None) -> None:
+                 connections: int = 4, discover: Callable[[], list[str]] | None = None) -> None:
         # No gzip: the client would compress every bulk body (>= 8 KB) at level 6, which costs more
-        # CPU than the bytes it saves between containers on one overlay network.
-        self.client_options = {"username": username, "password": password or None, "timeout": timeout, "compress": False}
+        # CPU than the bytes it saves between containers on one overlay network. One kept-alive
+        # connection per concurrent flush (urllib3 keeps one by default and opens the rest anew).
+        self.client_options = {"username": username, "password": password or None, "timeout": timeout,
+                               "compress": False, "pool_size": connections}
         self.discover = discover
         self.discovered_at = 0.0
         self._use(list(servers))
@@ -186,7 +188,9 @@ class BatchWriter:
         while True:
             first = await self.queue.get()
             batch, count = [first], len(first.rows)
-            deadline = time.monotonic() + self.linger
+            # Small requests wait up to `linger` for company; one that is already a fair bulk size
+            # only takes along what is queued now.
+            deadline = time.monotonic() + (self.linger if count < self.flush_rows // 10 else 0.0)
             while count < self.flush_rows:
                 try:
                     item = self.queue.get_nowait()
