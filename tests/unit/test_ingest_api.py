@@ -187,6 +187,19 @@ def test_concurrent_requests_share_bulk_inserts():
     run(go())
 
 
+def test_a_bulk_sized_request_does_not_wait_for_company():
+    """Small requests linger for others to share their insert; one of a tenth of a flush goes at once."""
+    async def go():
+        async with running(linger_ms=3000, flush_rows=1000) as (url, double, _):
+            started = time.perf_counter()
+            status, _, _ = await post(url, "/v1/readings", batch(100), auth=token())
+            assert status == 200 and time.perf_counter() - started < 1.5
+            started = time.perf_counter()
+            status, _, _ = await post(url, "/v1/readings", batch(5, start=now_ms() - 5000), auth=token())
+            assert status == 200 and time.perf_counter() - started >= 2.9
+    run(go())
+
+
 def test_rows_the_database_refuses_are_reported_to_their_own_request():
     async def go():
         state = CrateState(tables={"doc.readings"}, users={"ingest": "ingest-password"}, fail_sensors={"broken"})
