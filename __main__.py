@@ -4,6 +4,7 @@ import pulumi
 
 import stack
 from components.cratedb import CrateDb, CrateDbArgs
+from components.grafana import Grafana, GrafanaArgs
 from components.hosts import Host, HostArgs
 from components.ingest import Ingest, IngestArgs
 from components.swarm import Swarm, SwarmArgs
@@ -24,6 +25,10 @@ ingest = Ingest("ingest", IngestArgs(
     hosts=hosts, settings=config.ingest, docker_provider=swarm.docker, network=swarm.network,
     crate_password_secret=cratedb.secrets["ingest"], secrets=config.ingest_secrets,
 ))
+grafana = Grafana("grafana", GrafanaArgs(
+    hosts=hosts, settings=config.grafana, docker_provider=swarm.docker, network=swarm.network,
+    db_password_secret=cratedb.secrets["grafana"], admin_password=config.grafana_admin_password,
+))
 
 pulumi.export("hosts", [
     {"name": h.name, "address": h.address, "privateAddress": h.private_address, "sshUser": h.ssh_user,
@@ -39,3 +44,5 @@ pulumi.export("ingestEndpoints", ingest.endpoints)
 pulumi.export("ingestTokenSecret", ingest.token_secret)
 if ingest.ca_certificate is not None:
     pulumi.export("ingestCaCertificate", ingest.ca_certificate)
+pulumi.export("grafanaUrls", grafana.urls)
+pulumi.export("grafanaAdminPassword", grafana.admin_password)

@@ -7,7 +7,6 @@ Settings derive from the host list (never typed twice): node names are the Swarm
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import pulumi_random as random
 
 from components.hosts import Host
 from components.remote import Script
+from components.swarm_configs import hashed_config
 from stack.config import BackupSettings, ConfigError, CrateDbSettings, HostSpec
 from stack.constants import (
     CRATEDB_HTTP_PORT, CRATEDB_SERVICE, CRATEDB_TRANSPORT_PORT, READINGS_TABLE,
@@ -124,17 +124,6 @@ def schema_requests(settings: CrateDbSettings, passwords: dict[str, str], backup
     )
 
 
-def _swarm_config(name: str, file_name: str, text: str, opts: pulumi.ResourceOptions) -> docker.ServiceConfig:
-    """Swarm configs are immutable: the name carries a content hash, so an edit makes a new one."""
-    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
-    return docker.ServiceConfig(
-        name,
-        name=f"{CRATEDB_SERVICE}-{file_name.replace('.', '-')}-{digest}",
-        data=base64.b64encode(text.encode()).decode(),
-        opts=opts,
-    )
-
-
 class CrateDb(pulumi.ComponentResource):
     service: docker.Service
     passwords: dict[str, pulumi.Output[str]]  # secret
@@ -167,9 +156,9 @@ class CrateDb(pulumi.ComponentResource):
 
         backup = settings.backup
         crate_yml = render_crate_yml([h.spec for h in nodes], backup)
-        configs = {"/crate/config/crate.yml": _swarm_config(f"{name}-crate-yml", "crate.yml", crate_yml, on_swarm)}
+        configs = {"/crate/config/crate.yml": hashed_config(f"{name}-crate-yml", CRATEDB_SERVICE, "crate.yml", crate_yml, on_swarm)}
         for script in ("start-crate.sh", "retention.sh") + (("snapshot.sh",) if backup else ()):
-            configs[f"/mds/{script}"] = _swarm_config(f"{name}-{script.removesuffix('.sh')}", script, (FILES / script).read_text(), on_swarm)
+            configs[f"/mds/{script}"] = hashed_config(f"{name}-{script.removesuffix('.sh')}", CRATEDB_SERVICE, script, (FILES / script).read_text(), on_swarm)
         mounts = [docker.ServiceTaskSpecContainerSpecMountArgs(type="bind", source=f"{args.data_root}/cratedb", target="/data")]
         if backup and backup.type == "fs":
             mounts.append(docker.ServiceTaskSpecContainerSpecMountArgs(type="bind", source=backup.location, target=SNAPSHOTS_DIR))

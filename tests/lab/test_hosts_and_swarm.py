@@ -8,9 +8,11 @@ ways (stop, kill, pause, network partition), scale in, destroy.
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
+import yaml
 
 from tests.lab.conftest import TIMINGS
 from tests.lab.harness import LabHost, LabHosts, docker, ensure_base_image
@@ -75,9 +77,22 @@ def deployed(lab, engine):
     return outputs
 
 
-def test_only_what_needs_a_real_cratedb_was_skipped(engine, deployed):
-    # CrateDB cannot run here; its service and schema step are covered by tests/integration.
-    assert engine.skipped == {"cratedb-service", "cratedb-schema"}
+def test_only_what_needs_a_real_cratedb_or_grafana_was_skipped(engine, deployed):
+    # Their images cannot be pulled here; their services and the schema step are covered by tests/integration.
+    assert engine.skipped == {"cratedb-service", "cratedb-schema", "grafana-service"}
+
+
+def test_grafana_provisioning_files_and_secret_are_in_the_swarm(lab, deployed):
+    """Swarm accepted every provisioning file as a config named by its content, and the admin secret."""
+    manager = lab.hosts[0]
+    configs = set(manager.sh("docker config ls --format '{{.Name}}'").split())
+    for role in ("datasource", "dashboard-provider", "alerting", "dashboard-sensors", "dashboard-cluster", "dashboard-ingest"):
+        assert any(re.fullmatch(rf"grafana-{role}-[0-9a-f]{{10}}", c) for c in configs), (role, configs)
+    alerting = next(c for c in configs if c.startswith("grafana-alerting-"))
+    document = yaml.safe_load(manager.sh(f"docker config inspect --format '{{{{json .Spec.Data}}}}' {alerting}"
+                                         " | tr -d '\"' | base64 -d"))
+    assert {r["uid"] for r in document["groups"][0]["rules"]} >= {"mds-agent-silent", "mds-cluster-health"}
+    assert len(manager.sh("docker secret ls --format '{{.Name}}'").split()) >= 3  # CrateDB users + Grafana admin
 
 
 def test_every_host_has_docker_the_sysctl_and_data_dirs(lab, deployed):

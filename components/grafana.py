@@ -1,0 +1,140 @@
+"""Grafana: one replica on a host labelled for Grafana, everything it shows provisioned from here.
+
+Its state is entirely provisioned (datasource, dashboards, alert rules, admin password), so it keeps
+no volume: losing its host loses nothing, Swarm starts it on another Grafana host. Every file is a
+Swarm config whose name carries a content hash, so an edited dashboard rolls out on `pulumi up`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_docker as docker
+import pulumi_random as random
+import yaml
+
+from components import grafana_dashboards as provisioning
+from components.hosts import Host
+from components.swarm_configs import hashed_config
+from stack.config import ConfigError, GrafanaSettings
+from stack.constants import CRATEDB_PG_PORT, CRATEDB_SERVICE
+
+SERVICE = "grafana"
+SECRETS_DIR = "/run/secrets"
+GRAFANA_UID = "472"  # the image's user
+PROVISIONING = "/etc/grafana/provisioning"
+
+
+@dataclass(frozen=True, kw_only=True)
+class GrafanaArgs:
+    hosts: Sequence[Host]
+    settings: GrafanaSettings
+    docker_provider: docker.Provider
+    network: docker.Network
+    db_password_secret: docker.Secret  # the CrateDB grafana user's password, from CrateDb
+    admin_password: Any = None  # secret Output from the stack config; None: generated
+
+    def __post_init__(self) -> None:
+        if not any(SERVICE in h.spec.services for h in self.hosts):
+            raise ConfigError("mds:hosts: no host carries the service 'grafana'")
+
+
+def provisioning_files(settings: GrafanaSettings) -> dict[str, tuple[str, str]]:
+    """Role -> (path in the container, content): datasource, dashboard provider, alerting, dashboards."""
+    def as_yaml(document: dict) -> str:
+        return yaml.safe_dump(document, sort_keys=True)
+
+    files = {
+        # pgx tries every address of the dnsrr name in turn: any CrateDB node will do.
+        "datasource": (f"{PROVISIONING}/datasources/mds.yaml", as_yaml(provisioning.datasource(
+            f"{CRATEDB_SERVICE}:{CRATEDB_PG_PORT}", f"{SECRETS_DIR}/grafana-db-password"))),
+        "dashboard-provider": (f"{PROVISIONING}/dashboards/mds.yaml", as_yaml(provisioning.dashboard_provider())),
+        "alerting": (f"{PROVISIONING}/alerting/mds.yaml", as_yaml(provisioning.alerting(settings.alerts))),
+    }
+    for file_name, model in provisioning.dashboards(settings.alerts).items():
+        files[f"dashboard-{file_name.removesuffix('.json')}"] = (
+            f"{provisioning.DASHBOARDS_DIR}/{file_name}", json.dumps(model, indent=1, sort_keys=True))
+    return files
+
+
+def urls(hosts: Sequence[Host], settings: GrafanaSettings) -> list[str]:
+    """Where Grafana may answer: its one task runs on one of these hosts (host mode), on any with ingress."""
+    return [f"http://{h.spec.address}:{settings.port}" for h in hosts if SERVICE in h.spec.services]
+
+
+class Grafana(pulumi.ComponentResource):
+    service: docker.Service
+    admin_password: pulumi.Output[str]  # secret
+    urls: pulumi.Output[list[str]]
+
+    def __init__(self, name: str, args: GrafanaArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mds:grafana:Grafana", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        on_swarm = child.merge(pulumi.ResourceOptions(provider=args.docker_provider))
+        settings = args.settings
+
+        admin = args.admin_password or random.RandomPassword(
+            f"{name}-admin-password", length=32, special=False, opts=child).result
+        self.admin_password = pulumi.Output.secret(admin)
+        admin_secret = docker.Secret(
+            f"{name}-secret-admin",
+            data=self.admin_password.apply(lambda v: base64.b64encode(v.encode()).decode()),
+            opts=on_swarm.merge(pulumi.ResourceOptions(delete_before_replace=True)),
+        )
+        secrets = {"grafana-admin-password": admin_secret, "grafana-db-password": args.db_password_secret}
+        configs = {
+            path: hashed_config(f"{name}-{role}", SERVICE, role, text, on_swarm)
+            for role, (path, text) in sorted(provisioning_files(settings).items())
+        }
+
+        self.service = docker.Service(
+            f"{name}-service",
+            name=SERVICE,
+            mode=docker.ServiceModeArgs(replicated=docker.ServiceModeReplicatedArgs(replicas=1)),
+            task_spec=docker.ServiceTaskSpecArgs(
+                container_spec=docker.ServiceTaskSpecContainerSpecArgs(
+                    image=settings.image_ref,
+                    env={
+                        "GF_PATHS_PROVISIONING": PROVISIONING,
+                        "GF_SECURITY_ADMIN_USER": "admin",
+                        "GF_SECURITY_ADMIN_PASSWORD__FILE": f"{SECRETS_DIR}/grafana-admin-password",
+                        "GF_AUTH_ANONYMOUS_ENABLED": "false",
+                        "GF_USERS_ALLOW_SIGN_UP": "false",
+                        "GF_SERVER_HTTP_PORT": str(settings.port),
+                        # No calls home: many sites have no way out.
+                        "GF_ANALYTICS_REPORTING_ENABLED": "false",
+                        "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
+                        "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES": "false",
+                    },
+                    secrets=[docker.ServiceTaskSpecContainerSpecSecretArgs(
+                        secret_id=secret.id, secret_name=secret.name, file_name=file_name, file_uid=GRAFANA_UID,
+                        file_mode=0o400) for file_name, secret in secrets.items()],
+                    configs=[docker.ServiceTaskSpecContainerSpecConfigArgs(
+                        config_id=config.id, config_name=config.name, file_name=path, file_uid=GRAFANA_UID,
+                        file_mode=0o444) for path, config in configs.items()],
+                    healthcheck=docker.ServiceTaskSpecContainerSpecHealthcheckArgs(
+                        tests=["CMD-SHELL", f"curl -fsS -o /dev/null http://127.0.0.1:{settings.port}/api/health"],
+                        interval="15s", timeout="5s", retries=4, start_period="60s",
+                    ),
+                ),
+                placement=docker.ServiceTaskSpecPlacementArgs(constraints=[f"node.labels.mds.{SERVICE}==true"]),
+                networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(id=args.network.id)],
+                restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay="5s"),
+            ),
+            # One replica with a host-mode port: the old task stops before the new one starts.
+            update_config=docker.ServiceUpdateConfigArgs(parallelism=1, order="stop-first", failure_action="rollback",
+                                                         monitor="60s"),
+            endpoint_spec=docker.ServiceEndpointSpecArgs(
+                mode="dnsrr" if settings.publish_mode == "host" else "vip",
+                ports=[docker.ServiceEndpointSpecPortArgs(
+                    target_port=settings.port, published_port=settings.port, publish_mode=settings.publish_mode)],
+            ),
+            opts=on_swarm,
+        )
+        self.urls = pulumi.Output.from_input(urls(args.hosts, settings))
+        self.register_outputs({"service": self.service.name, "urls": self.urls, "adminPassword": self.admin_password})

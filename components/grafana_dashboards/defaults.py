@@ -1,0 +1,59 @@
+"""Shared defaults of the dashboards: the datasource, the SQL query target, panel sizes, JSON output.
+
+The SDK has no builder for the PostgreSQL datasource's query, so `Sql` is a small one: a raw SQL
+target in code mode. The time column of every time series is called `time` (REFERENCE.md, B);
+buckets follow the dashboard's interval through `$__interval_ms` (pitfall 13).
+"""
+
+from __future__ import annotations
+
+import json
+
+from grafana_foundation_sdk.builders import dashboard
+from grafana_foundation_sdk.cog import variants as cogvariants
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+
+from stack.constants import READINGS_TABLE
+
+DATASOURCE_UID = "mds-cratedb"
+DATASOURCE_TYPE = "grafana-postgresql-datasource"
+DATASOURCE_REF = {"type": DATASOURCE_TYPE, "uid": DATASOURCE_UID}
+FOLDER_UID = "mds"
+FOLDER_TITLE = "Machine Data Stack"
+TABLE = READINGS_TABLE
+
+# A bucket of the dashboard's interval as epoch milliseconds, named `time`.
+BUCKET = 'floor(extract(epoch from {column}) * 1000 / $__interval_ms) * $__interval_ms AS "time"'
+
+
+def bucket(column: str = "ts") -> str:
+    return BUCKET.format(column=column)
+
+
+class _SqlQuery(cogvariants.Dataquery):
+    def __init__(self, ref_id: str, sql: str, fmt: str) -> None:
+        self.ref_id, self.sql, self.fmt = ref_id, " ".join(sql.split()), fmt
+
+    def to_json(self) -> dict:
+        return {"refId": self.ref_id, "datasource": DATASOURCE_REF, "editorMode": "code",
+                "format": self.fmt, "rawQuery": True, "rawSql": self.sql}
+
+
+class Sql:
+    """A raw SQL target: `fmt` is time_series (a `time` column) or table."""
+
+    def __init__(self, sql: str, fmt: str = "time_series", ref_id: str = "A") -> None:
+        self._query = _SqlQuery(ref_id, sql, fmt)
+
+    def build(self) -> _SqlQuery:
+        return self._query
+
+
+def new_dashboard(uid: str, title: str, description: str) -> dashboard.Dashboard:
+    return (dashboard.Dashboard(title).uid(uid).description(description).tags(["mds"])
+            .refresh("30s").time("now-1h", "now").timezone("browser").readonly())
+
+
+def to_json(builder) -> dict:
+    """The dashboard model as plain JSON data, keys sorted (stable content hashes)."""
+    return json.loads(json.dumps(builder.build(), cls=JSONEncoder, sort_keys=True))

@@ -1,0 +1,240 @@
+"""Grafana as code: dashboards, their SQL against the schema, provisioning files, alert rules, and the
+component under mocks. Grafana itself cannot run here; tests/integration checks a deployed one."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from cratedb_sqlparse import sqlparse
+
+from components import grafana_dashboards as gd
+from components.grafana import provisioning_files
+from stack import ConfigError, parse
+from stack.config import AlertSettings, ContactPoint, GrafanaSettings, ReadingRange
+from tests.unit.conftest import hosts, is_secret, plain
+
+READINGS_SQL = Path(__file__).resolve().parents[2] / "components" / "sql" / "readings.sql"
+
+# Columns of the sys tables the dashboards read (CrateDB docs/admin/system-information.rst).
+SYS_COLUMNS = {
+    "sys.cluster_health": {"health", "severity", "description", "missing_shards", "underreplicated_shards"},
+    "sys.health": {"table_schema", "table_name", "partition_ident", "health", "severity", "missing_shards",
+                   "underreplicated_shards"},
+    "sys.nodes": {"name", "hostname", "heap['used']", "heap['max']", "heap['free']", "fs['total']['size']",
+                  "fs['total']['used']", "fs['total']['available']", "load['1']", "load['5']", "load['15']"},
+    "sys.shards": {"state", "primary", "table_name", "schema_name", "id", "routing_state"},
+    "sys.checks": {"id", "severity", "description", "passed"},
+}
+KEYWORDS = {"select", "from", "where", "group", "by", "order", "as", "and", "or", "is", "not", "null", "between",
+            "having", "desc", "asc", "interval", "false", "true", "epoch", "count", "on"}
+
+
+def readings_columns() -> set[str]:
+    """Column names (objects with their sub-columns) from the table's one definition."""
+    text = READINGS_SQL.read_text()
+    body = text[text.index("(") + 1:text.rindex("PRIMARY KEY")]
+    columns = set(re.findall(r"^\s{4}(\w+) ", body, re.M))
+    for sub in re.findall(r"^\s{8}(\w+) ", body, re.M):
+        columns.add(f"reading['{sub}']")
+    return columns - {"num", "txt", "bool"}
+
+
+def expand_macros(sql: str) -> str:
+    """The PostgreSQL datasource's macros as Grafana expands them (REFERENCE.md, B)."""
+    frm, to = "2026-11-26T10:00:00Z", "2026-11-26T11:00:00Z"
+    sql = re.sub(r"\$__timeFilter\((\w+)\)", rf"\1 BETWEEN '{frm}' AND '{to}'", sql)
+    sql = re.sub(r"\$__timeGroupAlias\((\w+),\s*'?(\d+)m'?\)", lambda m: f'floor(extract(epoch from {m[1]})/{int(m[2]) * 60})*{int(m[2]) * 60} AS "time"', sql)
+    sql = sql.replace("$__interval_ms", "60000").replace("$__timeFrom()", f"'{frm}'").replace("$__timeTo()", f"'{to}'")
+    assert "$" not in sql, f"an unexpanded macro in {sql}"
+    return sql
+
+
+def columns_read(sql: str) -> tuple[str, set[str]]:
+    """The one table a query reads and the column references in it (names, with subscripts)."""
+    table = re.search(r"\bFROM\s+(\w+\.\w+)", sql, re.I).group(1)  # not "extract(epoch FROM ts)"
+    protected = re.sub(r"\['(\w+)'\]", r"[\1]", sql)  # subscripts are names, not text literals
+    without_literals = re.sub(r"'[^']*'", "''", protected)
+    aliases = {a.lower() for a in re.findall(r'\bAS\s+"?(\w+)"?', without_literals, re.I)}
+    refs = set()
+    for match in re.finditer(r'"?([A-Za-z_]\w*)"?((?:\[\w+\])*)\s*(\()?', without_literals):
+        name, subscripts, call = match.group(1), match.group(2), match.group(3)
+        if call or name.lower() in KEYWORDS | aliases or name in table.split("."):
+            continue
+        refs.add(name + re.sub(r"\[(\w+)\]", r"['\1']", subscripts))
+    return table, refs
+
+
+def every_query(settings: AlertSettings = AlertSettings()) -> list[tuple[str, str]]:
+    queries = []
+    for file_name, model in gd.dashboards(settings).items():
+        for panel in model["panels"]:
+            for target in panel["targets"]:
+                queries.append((f"{file_name}: {panel['title']}", target["rawSql"]))
+    for rule in gd.alerting(settings)["groups"][0]["rules"]:
+        for query in rule["data"]:
+            if "rawSql" in query["model"]:
+                queries.append((f"alert: {rule['title']}", query["model"]["rawSql"]))
+    return queries
+
+
+def test_three_dashboards_with_fixed_unique_uids_in_sorted_json():
+    models = gd.dashboards(AlertSettings())
+    assert {m["uid"] for m in models.values()} == {"mds-sensors", "mds-cluster", "mds-ingest"}
+    assert gd.dashboards(AlertSettings()) == models  # the same input gives the same JSON
+    for model in models.values():
+        assert model["panels"] and all(p["targets"] for p in model["panels"])
+        for panel in model["panels"]:
+            for target in panel["targets"]:
+                assert target["datasource"] == {"type": "grafana-postgresql-datasource", "uid": gd.DATASOURCE_UID}
+
+
+@pytest.mark.parametrize("where, sql", every_query())
+def test_every_query_parses_as_cratedb_sql_and_reads_only_known_columns(where, sql):
+    expanded = expand_macros(sql)
+    assert len(sqlparse(expanded, raise_exception=True)) == 1, where
+    table, refs = columns_read(expanded)
+    known = readings_columns() if table == "doc.readings" else SYS_COLUMNS[table]
+    assert refs <= known, f"{where}: unknown columns {sorted(refs - known)}"
+
+
+def test_the_column_check_catches_a_column_the_schema_does_not_have():
+    _, refs = columns_read("SELECT agent, reading['temp'], humidity FROM doc.readings WHERE ts > now()")
+    assert refs - readings_columns() == {"reading['temp']", "humidity"}
+
+
+def test_time_series_have_a_time_column_and_buckets_follow_the_interval():
+    for file_name, model in gd.dashboards(AlertSettings()).items():
+        for panel in model["panels"]:
+            for target in panel["targets"]:
+                if target["format"] == "time_series":
+                    assert 'AS "time"' in target["rawSql"] and "$__interval_ms" in target["rawSql"], panel["title"]
+                    assert "$__timeFilter(" in target["rawSql"]  # Grafana's time range, not seconds (pitfall 13)
+
+
+def test_datasource_uses_the_read_only_user_and_a_password_file():
+    files = provisioning_files(GrafanaSettings())
+    path, text = files["datasource"]
+    assert path == "/etc/grafana/provisioning/datasources/mds.yaml"
+    (source,) = yaml.safe_load(text)["datasources"]
+    assert (source["type"], source["uid"], source["user"], source["url"]) == (
+        "grafana-postgresql-datasource", "mds-cratedb", "grafana", "cratedb:5432")
+    assert source["jsonData"]["sslmode"] == "disable" and source["jsonData"]["database"] == "doc"
+    assert source["secureJsonData"] == {"password": "$__file{/run/secrets/grafana-db-password}"}
+
+
+def test_dashboard_provider_reads_the_directory_the_dashboards_are_mounted_in():
+    files = provisioning_files(GrafanaSettings())
+    (provider,) = yaml.safe_load(files["dashboard-provider"][1])["providers"]
+    assert provider["type"] == "file" and provider["options"]["path"] == gd.DASHBOARDS_DIR
+    dashboards = {path for role, (path, _) in files.items() if role.startswith("dashboard-") and role != "dashboard-provider"}
+    assert dashboards == {f"{gd.DASHBOARDS_DIR}/{n}.json" for n in ("sensors", "cluster", "ingest")}
+
+
+def test_alert_rules_from_settings():
+    settings = AlertSettings(silent_after_minutes=15, ranges=(ReadingRange(sensor="humidity", min=0, max=100),
+                                                              ReadingRange(sensor="temperature", min=-10, max=50)))
+    document = yaml.safe_load(yaml.safe_dump(gd.alerting(settings)))
+    (group,) = document["groups"]
+    rules = {r["uid"]: r for r in group["rules"]}
+    assert set(rules) == {"mds-agent-silent", "mds-range-humidity", "mds-range-temperature", "mds-cluster-health"}
+    for rule in rules.values():
+        ref_ids = {q["refId"] for q in rule["data"]}
+        assert rule["condition"] in ref_ids and len(rule["uid"]) <= 40
+        assert not {"folderUID", "orgID", "ruleGroup"} & set(rule)  # named by the group in the file format
+    threshold = lambda r: r["data"][1]["model"]["conditions"][0]["evaluator"]  # noqa: E731
+    assert threshold(rules["mds-agent-silent"]) == {"type": "gt", "params": [900.0]}
+    assert "reading['num'] < 0.0 OR reading['num'] > 100.0" in rules["mds-range-humidity"]["data"][0]["model"]["rawSql"]
+    assert rules["mds-cluster-health"]["noDataState"] == "Alerting"  # an unreachable CrateDB alerts too
+    assert "contactPoints" not in document and "policies" not in document  # none configured: rules notify nobody
+
+
+def test_no_dollar_outside_annotations_in_the_alerting_file():
+    """Grafana expands $VAR in provisioned alert rules except in annotations."""
+    document = gd.alerting(AlertSettings())
+    for rule in document["groups"][0]["rules"]:
+        assert "$" not in json.dumps({k: v for k, v in rule.items() if k != "annotations"}), rule["uid"]
+
+
+@pytest.mark.parametrize("point, receiver", [
+    (ContactPoint(type="webhook", url="https://hooks.example/mds"), {"type": "webhook", "settings": {"url": "https://hooks.example/mds"}}),
+    (ContactPoint(type="email", addresses=("a@example.org", "b@example.org")),
+     {"type": "email", "settings": {"addresses": "a@example.org;b@example.org"}}),
+])
+def test_a_configured_contact_point_receives_every_alert(point, receiver):
+    document = gd.alerting(AlertSettings(contact_point=point))
+    (contact,) = document["contactPoints"]
+    assert {k: v for k, v in contact["receivers"][0].items() if k != "uid"} == receiver
+    assert document["policies"][0]["receiver"] == contact["name"]
+
+
+@pytest.mark.parametrize("grafana, message", [
+    ({"port": 8080}, "mds:grafana.port: 8080 is the ingest's port too"),
+    ({"colour": "blue"}, "mds:grafana: unknown field(s) colour"),
+    ({"version": "10.4.0"}, "mds:grafana.version: '10.4.0' must be a Grafana version"),
+    ({"publishMode": "mesh"}, "mds:grafana.publishMode: 'mesh' is not allowed"),
+    ({"alerts": {"silentAfterMinutes": 0}}, "mds:grafana.alerts.silentAfterMinutes: 0"),
+    ({"alerts": {"ranges": {"temp'; DROP": {"min": 0, "max": 1}}}}, "is not a sensor name"),
+    ({"alerts": {"ranges": {"t": {"min": 5, "max": 1}}}}, "mds:grafana.alerts.ranges.t: min and max"),
+    ({"alerts": {"contactPoint": {"type": "sms"}}}, "mds:grafana.alerts.contactPoint.type: 'sms'"),
+    ({"alerts": {"contactPoint": {"type": "webhook"}}}, "mds:grafana.alerts.contactPoint: a webhook needs `url`"),
+    ({"alerts": {"contactPoint": {"type": "email", "addresses": ["nobody"]}}}, "email needs `addresses`"),
+])
+def test_bad_grafana_settings_name_the_key(grafana, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse({"hosts": hosts(3), "grafana": grafana}, ssh_private_key="k")
+
+
+def service(declared):
+    return declared["grafana-service"].inputs
+
+
+def test_one_replica_on_grafana_hosts_with_provisioning_and_secrets(deploy):
+    declared, outputs = deploy({"hosts": hosts(2, services=["cratedb", "ingest"]) + [
+        {"name": "ui", "address": "192.0.2.50", "services": ["grafana", "cratedb"]}], "cratedb": {"replicas": 1}})
+    inputs = service(declared)
+    assert inputs["name"] == "grafana" and inputs["mode"] == {"replicated": {"replicas": 1}}
+    spec = inputs["taskSpec"]
+    assert spec["placement"]["constraints"] == ["node.labels.mds.grafana==true"]
+    assert inputs["endpointSpec"] == {"mode": "dnsrr", "ports": [
+        {"targetPort": 3000, "publishedPort": 3000, "publishMode": "host"}]}
+    container = spec["containerSpec"]
+    assert container["image"] == "grafana/grafana:13.0.1"
+    assert "/api/health" in " ".join(container["healthcheck"]["tests"])
+    env = container["env"]
+    assert (env["GF_AUTH_ANONYMOUS_ENABLED"], env["GF_USERS_ALLOW_SIGN_UP"]) == ("false", "false")
+    assert env["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana-admin-password"
+    secrets = {s["fileName"]: s["secretId"] for s in container["secrets"]}
+    assert secrets == {"grafana-admin-password": "grafana-secret-admin-id", "grafana-db-password": "cratedb-secret-grafana-id"}
+    mounted = {c["fileName"] for c in container["configs"]}
+    assert mounted == {path for path, _ in provisioning_files(GrafanaSettings()).values()}
+    assert "mounts" not in container  # no state to keep: everything is provisioned
+    assert outputs["grafanaUrls"] == ["http://192.0.2.50:3000"]
+    assert outputs["grafanaAdminPassword"] == "generated-grafana-admin-password"
+
+
+def test_no_secret_value_in_any_config_and_the_admin_password_is_a_secret(deploy):
+    passwords = {"grafanaAdminPassword": "grafana-admin-pass-0123456789", "grafanaPassword": "grafana-db-pass-0123456789",
+                 "ingestPassword": "ingest-db-pass-0123456789", "adminPassword": "crate-admin-pass-0123456789"}
+    declared, _ = deploy({"hosts": hosts(3), **passwords})
+    configs = [d for d in declared.values() if d.typ == "docker:index/serviceConfig:ServiceConfig"]
+    assert len([c for c in configs if c.name.startswith("grafana-")]) == 6
+    for config in configs:
+        text = base64.b64decode(plain(config.inputs["data"])).decode()
+        assert not any(p in text for p in passwords.values()), config.name
+    admin = declared["grafana-secret-admin"].inputs["data"]
+    assert is_secret(admin) and base64.b64decode(plain(admin)).decode() == passwords["grafanaAdminPassword"]
+
+
+def test_an_edited_dashboard_gets_a_new_config_name(deploy):
+    names = []
+    for minutes in (10, 20):  # the silent-agent panel's title and SQL carry the setting
+        declared, _ = deploy({"hosts": hosts(3), "grafana": {"alerts": {"silentAfterMinutes": minutes}}})
+        names.append({n: d.inputs["name"] for n, d in declared.items() if n.startswith("grafana-dashboard-")})
+    assert names[0]["grafana-dashboard-cluster"] == names[1]["grafana-dashboard-cluster"]
+    assert names[0]["grafana-dashboard-sensors"] != names[1]["grafana-dashboard-sensors"]
+    assert re.fullmatch(r"grafana-dashboard-sensors-[0-9a-f]{10}", names[1]["grafana-dashboard-sensors"])
