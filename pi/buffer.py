@@ -19,7 +19,8 @@ log = logging.getLogger("pi.buffer")
 class Buffer:
     def __init__(self, path: Path, *, max_readings: int = 1_000_000) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None)
+        # One user at a time (the sender thread, then the main thread at shutdown), hence no thread check.
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY AUTOINCREMENT, "

@@ -1,0 +1,3 @@
+from pi.agent import main
+
+raise SystemExit(main())
