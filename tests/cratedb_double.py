@@ -103,7 +103,7 @@ class CrateDouble:
                     if self.headers.get("Content-Encoding") == "gzip":
                         raw = gzip.decompress(raw)
                     request = orjson.loads(raw)
-                    status, body = 200, double.execute(request["stmt"], request.get("bulk_args"))
+                    status, body = 200, double.execute(request["stmt"], request.get("bulk_args"), request.get("args"))
                 except SqlError as e:
                     status, body = e.status, {"error": {"code": e.code, "message": e.message}}
                 except (ValueError, KeyError, TypeError) as e:
@@ -121,14 +121,27 @@ class CrateDouble:
         self.server.shutdown()
         self.server.server_close()
 
-    def execute(self, stmt: str, bulk_args: list | None = None) -> dict:
+    def execute(self, stmt: str, bulk_args: list | None = None, args: list | None = None) -> dict:
         s = " ".join(stmt.split())
         with self.lock:
             if self.state.keep_statements:
                 self.state.statements.append(s)
             if bulk_args is not None:
                 return self._bulk(s, bulk_args)
+            if args:
+                return self._query(s, args)
             return self._execute(s)
+
+    def _query(self, s: str, args: list) -> dict:
+        """The load generator's check: readings per agent of one sensor since a time."""
+        if s != "SELECT agent, count(*) FROM doc.readings WHERE agent = ANY(?) AND sensor = ? AND ts >= ? GROUP BY agent":
+            raise SqlError(400, 4000, f"SQLParseException[the contract double does not know: {s[:80]}]")
+        agents, sensor, since = args
+        counts: dict[str, int] = {}
+        for agent, row_sensor, ts in self.state.readings:
+            if agent in agents and row_sensor == sensor and ts >= since:
+                counts[agent] = counts.get(agent, 0) + 1
+        return {"cols": ["agent", "count(*)"], "rows": sorted(map(list, counts.items())), "rowcount": len(counts)}
 
     def _bulk(self, s: str, bulk_args: list) -> dict:
         """Bulk insert into the readings table: per-row results in argument order."""
@@ -156,6 +169,8 @@ class CrateDouble:
         st = self.state
         if s == "SELECT 1":
             return _rows([1])
+        if m := re.fullmatch(r"REFRESH TABLE (\w+\.\w+)", s):
+            return {"cols": [], "rows": [], "rowcount": int(m.group(1) in st.tables)}
         if s == "SELECT count(*) FROM sys.nodes":
             return _rows([st.nodes])
         if m := re.match(r"CREATE TABLE IF NOT EXISTS (\w+\.\w+) \(", s):
