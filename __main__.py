@@ -3,6 +3,7 @@
 import pulumi
 
 import stack
+from components.agents import Agents, AgentsArgs
 from components.cratedb import CrateDb, CrateDbArgs
 from components.grafana import Grafana, GrafanaArgs
 from components.hosts import Host, HostArgs
@@ -29,6 +30,10 @@ grafana = Grafana("grafana", GrafanaArgs(
     hosts=hosts, settings=config.grafana, docker_provider=swarm.docker, network=swarm.network,
     db_password_secret=cratedb.secrets["grafana"], admin_password=config.grafana_admin_password,
 ))
+agents = Agents("agents", AgentsArgs(
+    agents=config.agents, ssh_private_key=config.ssh_private_key, endpoints=ingest.endpoints,
+    token_secret=ingest.token_secret, ca_certificate=ingest.ca_certificate,
+)) if config.agents else None
 
 pulumi.export("hosts", [
     {"name": h.name, "address": h.address, "privateAddress": h.private_address, "sshUser": h.ssh_user,
@@ -46,3 +51,5 @@ if ingest.ca_certificate is not None:
     pulumi.export("ingestCaCertificate", ingest.ca_certificate)
 pulumi.export("grafanaUrls", grafana.urls)
 pulumi.export("grafanaAdminPassword", grafana.admin_password)
+if agents is not None:
+    pulumi.export("agents", agents.installed)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pulumi
 import pulumi_command as command
 
-from stack.config import HostSpec
+from stack.config import AgentSpec, HostSpec
 
 SCRIPTS_DIR = Path(__file__).parent / "scripts"
 
@@ -50,11 +50,11 @@ class Script:
         return pulumi.Output.all(**env).apply(lambda resolved: self.command(resolved, sudo=sudo))
 
 
-def needs_sudo(host: HostSpec) -> bool:
+def needs_sudo(host: HostSpec | AgentSpec) -> bool:
     return host.ssh_user != "root"
 
 
-def connection(host: HostSpec, private_key: pulumi.Input[str]) -> command.remote.ConnectionArgs:
+def connection(host: HostSpec | AgentSpec, private_key: pulumi.Input[str]) -> command.remote.ConnectionArgs:
     """SSH connection to a host; its host key is verified when the stack config gives it."""
     return command.remote.ConnectionArgs(
         host=host.address,

@@ -77,6 +77,22 @@ def _section(raw: Mapping, name: str, keys: tuple[str, ...], env: Mapping[str, s
     return merged
 
 
+def parse_sensors(raw: Any, where: str = "sensors") -> tuple[SensorConfig, ...]:
+    """The [[sensors]] tables (also checked by the stack before it installs an agent)."""
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{where}: list at least one sensor (type = thermal is a first try)")
+    sensors = []
+    for i, sensor in enumerate(raw):
+        kind = sensor.get("type") if isinstance(sensor, Mapping) else None
+        if kind not in SENSOR_TYPES:
+            raise ConfigError(f"{where}[{i}].type: {kind!r} is not one of {', '.join(SENSOR_TYPES)}")
+        extra = sorted(set(sensor) - set(SENSOR_OPTIONS[kind]))
+        if extra:
+            raise ConfigError(f"{where}[{i}]: unknown key(s) {', '.join(extra)} for {kind}; allowed: {', '.join(SENSOR_OPTIONS[kind])}")
+        sensors.append(SensorConfig(kind, {k: v for k, v in sensor.items() if k != "type"}))
+    return tuple(sensors)
+
+
 def read_token(path: str) -> str:
     """The device token, from a file only its owner can read (it is the device's credential)."""
     try:
@@ -104,22 +120,11 @@ def parse(raw: Mapping, env: Mapping[str, str] = os.environ) -> AgentConfig:
         raise ConfigError(f"ingest.endpoints: {endpoints!r} must be a non-empty list of http(s) URLs (every ingest host)")
     if "token_file" not in ingest:
         raise ConfigError("ingest.token_file: missing; the path of the device's token file")
-    sensors_raw = raw.get("sensors", [{"type": "thermal"}])
-    if not isinstance(sensors_raw, list) or not sensors_raw:
-        raise ConfigError("sensors: list at least one [[sensors]] table (type = thermal is a first try)")
-    sensors = []
-    for i, sensor in enumerate(sensors_raw):
-        kind = sensor.get("type") if isinstance(sensor, Mapping) else None
-        if kind not in SENSOR_TYPES:
-            raise ConfigError(f"sensors[{i}].type: {kind!r} is not one of {', '.join(SENSOR_TYPES)}")
-        extra = sorted(set(sensor) - set(SENSOR_OPTIONS[kind]))
-        if extra:
-            raise ConfigError(f"sensors[{i}]: unknown key(s) {', '.join(extra)} for {kind}; allowed: {', '.join(SENSOR_OPTIONS[kind])}")
-        sensors.append(SensorConfig(kind, {k: v for k, v in sensor.items() if k != "type"}))
+    sensors = parse_sensors(raw.get("sensors", [{"type": "thermal"}]))
     return AgentConfig(
         endpoints=tuple(e.rstrip("/") for e in endpoints),
         token=read_token(str(ingest["token_file"])),
-        sensors=tuple(sensors),
+        sensors=sensors,
         ca_file=ingest.get("ca_file"),
         timeout_s=_number(ingest.get("timeout_s", 10.0), "ingest.timeout_s", float, 0.5, 300),
         interval_ms=_number(agent.get("interval_ms", 100), "agent.interval_ms", int, 10, 3_600_000),
