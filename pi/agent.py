@@ -201,10 +201,9 @@ class Agent:
                          self.schedule.missed if self.schedule else 0, self.buffer.size(), self.buffer.dropped)
 
     def shutdown(self) -> None:
-        """After the threads stopped: what was sampled but not acknowledged goes to the buffer."""
-        while (batch := self.take_batch(force=True)) is not None:
-            self.buffer.put(batch)
-            self.counts["buffered"] += len(batch)
+        """After the threads stopped: one last attempt to deliver; what is not acknowledged goes to
+        the buffer (on disk) and out after the next start."""
+        self.send_step(force=True)
         self.buffer.close()
         self.delivery.close()
 

@@ -97,8 +97,13 @@ run_under_systemd() {
 run_under_loop() {
   local pid_file=/run/mds-agent.pid
   if (( ${#changes[@]} )) && [[ -f "$pid_file" ]]; then
-    kill -TERM -- "-$(cat "$pid_file")" 2>/dev/null || true
-    sleep 2
+    local group
+    group=$(cat "$pid_file")
+    kill -TERM -- "-$group" 2>/dev/null || true
+    for _ in $(seq 50); do  # let it deliver or buffer what it sampled (25 s at most)
+      pgrep -g "$group" >/dev/null || break
+      sleep 0.5
+    done
     rm -f "$pid_file"
   fi
   if [[ -f "$pid_file" ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
@@ -115,15 +120,14 @@ main() {
   command -v python3 >/dev/null || fail "python3 is missing (Raspberry Pi OS and Debian 12 have 3.11)"
   python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || fail "python3 is older than 3.11 (the agent needs tomllib)"
   python3 -c 'import venv, ensurepip' 2>/dev/null || fail "python3-venv is missing (apt-get install python3-venv)"
-  local work
-  work=$(mktemp -d)
-  trap 'rm -rf "$work"' EXIT
-  base64 -d | tar -xz -C "$work"
+  WORK=$(mktemp -d)
+  trap 'rm -rf "$WORK"' EXIT
+  base64 -d | tar -xz -C "$WORK"
   ensure_user
-  install_package "$work"
+  install_package "$WORK"
   ensure_smbus
   if [[ -d /run/systemd/system ]]; then
-    run_under_systemd "$work"
+    run_under_systemd "$WORK"
   else
     run_under_loop
   fi

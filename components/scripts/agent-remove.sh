@@ -14,8 +14,14 @@ main() {
     systemctl daemon-reload
   fi
   if [[ -f /run/mds-agent.pid ]]; then
-    kill -TERM -- "-$(cat /run/mds-agent.pid)" 2>/dev/null || true
-    sleep 3
+    local group
+    group=$(cat /run/mds-agent.pid)
+    kill -TERM -- "-$group" 2>/dev/null || true
+    # The agent delivers or buffers what it sampled before it exits: wait for it (25 s at most).
+    for _ in $(seq 50); do
+      pgrep -g "$group" >/dev/null || break
+      sleep 0.5
+    done
     rm -f /run/mds-agent.pid
   fi
   rm -rf /opt/mds-agent /etc/mds-agent
