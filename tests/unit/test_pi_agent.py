@@ -8,7 +8,9 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -20,7 +22,7 @@ import pytest
 from pi.agent import Agent
 from pi.buffer import Buffer
 from pi.config import AgentConfig, ConfigError, parse
-from pi.delivery import Backoff
+from pi.delivery import Acknowledged, Backoff, Delivery, Retry
 from pi.sensors import Reading, SensorError
 from tests.recording_receiver import RecordingReceiver
 
@@ -212,3 +214,26 @@ def test_two_ticks_in_the_same_millisecond_get_distinct_keys(tmp_path, monkeypat
         agent.sample_once()
     assert [r["ts"] for r in agent.pending] == [1_764_150_000_000, 1_764_150_000_001, 1_764_150_000_002]
     agent.shutdown()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a CA")
+def test_https_endpoints_are_verified_with_the_stack_ca(tmp_path):
+    """The agent trusts the CA it is given, and nothing else: an unknown certificate is a failed attempt."""
+    ca_key, ca, key, csr, cert = (tmp_path / n for n in ("ca.key", "ca.pem", "tls.key", "tls.csr", "tls.pem"))
+    openssl = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True)  # noqa: E731
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(ca_key),
+            "-out", str(ca), "-days", "1", "-subj", "/CN=test CA")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key), "-out", str(csr),
+            "-subj", "/CN=ingest")
+    (tmp_path / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial", "-out", str(cert),
+            "-days", "1", "-extfile", str(tmp_path / "san.ext"))
+    with RecordingReceiver() as receiver:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        receiver.server.socket = context.wrap_socket(receiver.server.socket, server_side=True)
+        url = receiver.url.replace("http://", "https://")
+        reading = [{"ts": 1, "sensor": "s", "value": 1.0, "unit": None}]
+        assert isinstance(Delivery((url,), TOKEN, timeout_s=2, ca_file=str(ca)).send(reading), Acknowledged)
+        refused = Delivery((url,), TOKEN, timeout_s=2).send(reading)  # the system's CAs do not know it
+        assert isinstance(refused, Retry) and "CERTIFICATE_VERIFY_FAILED" in refused.reason
