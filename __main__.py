@@ -8,15 +8,21 @@ from components.cratedb import CrateDb, CrateDbArgs
 from components.grafana import Grafana, GrafanaArgs
 from components.hosts import Host, HostArgs
 from components.ingest import Ingest, IngestArgs
+from components.lab import Lab, LabArgs
 from components.swarm import Swarm, SwarmArgs
 
 config = stack.load()
 
+# The lab stack simulates its hosts and makes their SSH key; a real stack has both in its config.
+lab = Lab("lab", LabArgs(settings=config.lab, host_names=tuple(h.name for h in config.hosts))) if config.lab else None
+ssh_key = lab.private_key if lab else config.ssh_private_key
+after_lab = pulumi.ResourceOptions(depends_on=lab.containers) if lab else None
+
 hosts = [
-    Host(f"host-{spec.name}", HostArgs(spec=spec, ssh_private_key=config.ssh_private_key, data_root=config.data_root))
+    Host(f"host-{spec.name}", HostArgs(spec=spec, ssh_private_key=ssh_key, data_root=config.data_root), after_lab)
     for spec in config.hosts
 ]
-swarm = Swarm("swarm", SwarmArgs(hosts=hosts, ssh_private_key=config.ssh_private_key))
+swarm = Swarm("swarm", SwarmArgs(hosts=hosts, ssh_private_key=ssh_key))
 cratedb = CrateDb("cratedb", CrateDbArgs(
     hosts=hosts, settings=config.cratedb, data_root=config.data_root,
     docker_provider=swarm.docker, network=swarm.network, passwords=config.passwords,
@@ -31,9 +37,10 @@ grafana = Grafana("grafana", GrafanaArgs(
     db_password_secret=cratedb.secrets["grafana"], admin_password=config.grafana_admin_password,
 ))
 agents = Agents("agents", AgentsArgs(
-    agents=config.agents, ssh_private_key=config.ssh_private_key, endpoints=ingest.endpoints,
+    # A lab agent runs inside a simulated host: it reaches the ingest on the lab bridge.
+    agents=config.agents, ssh_private_key=ssh_key, endpoints=ingest.private_endpoints if lab else ingest.endpoints,
     token_secret=ingest.token_secret, ca_certificate=ingest.ca_certificate,
-)) if config.agents else None
+), after_lab) if config.agents else None
 
 pulumi.export("hosts", [
     {"name": h.name, "address": h.address, "privateAddress": h.private_address, "sshUser": h.ssh_user,

@@ -64,7 +64,7 @@ def provisioning_files(settings: GrafanaSettings) -> dict[str, tuple[str, str]]:
 
 def urls(hosts: Sequence[Host], settings: GrafanaSettings) -> list[str]:
     """Where Grafana may answer: its one task runs on one of these hosts (host mode), on any with ingress."""
-    return [f"http://{h.spec.address}:{settings.port}" for h in hosts if SERVICE in h.spec.services]
+    return [f"http://{h.spec.address}:{h.spec.port_for(SERVICE, settings.port)}" for h in hosts if SERVICE in h.spec.services]
 
 
 class Grafana(pulumi.ComponentResource):

@@ -69,14 +69,18 @@ def image_tag(base_image: str, context: bytes) -> str:
     return f"mds-ingest:{digest[:16]}"
 
 
-def endpoints(hosts: Sequence[Host], settings: IngestSettings) -> list[str]:
+def endpoints(hosts: Sequence[Host], settings: IngestSettings, *, private: bool = False) -> list[str]:
+    """Every ingest host's URL: at its address (and published port), or on the private network."""
     scheme = "http" if settings.tls == "off" else "https"
-    return [f"{scheme}://{h.spec.address}:{settings.port}" for h in hosts if "ingest" in h.spec.services]
+    return [f"{scheme}://{h.spec.private_address}:{settings.port}" if private
+            else f"{scheme}://{h.spec.address}:{h.spec.port_for('ingest', settings.port)}"
+            for h in hosts if "ingest" in h.spec.services]
 
 
 class Ingest(pulumi.ComponentResource):
     service: docker.Service
     endpoints: pulumi.Output[list[str]]
+    private_endpoints: pulumi.Output[list[str]]  # the same hosts at their private addresses
     token_secret: pulumi.Output[str]  # secret: device tokens are HMACs under it (ingest/tokens.py)
     ca_certificate: pulumi.Output[str] | None  # the generated CA that agents verify, when tls=generated
 
@@ -181,6 +185,7 @@ class Ingest(pulumi.ComponentResource):
             opts=on_swarm.merge(pulumi.ResourceOptions(depends_on=builds)),
         )
         self.endpoints = pulumi.Output.from_input(endpoints(args.hosts, settings))
+        self.private_endpoints = pulumi.Output.from_input(endpoints(args.hosts, settings, private=True))
         self.register_outputs({"endpoints": self.endpoints, "service": self.service.name})
 
     @staticmethod

@@ -15,8 +15,9 @@ class UnitMocks(RecordingMocks):
         if resource.typ == "random:index/randomPassword:RandomPassword":
             outputs["result"] = f"generated-{resource.name}"
         if resource.typ.startswith("tls:"):
-            for pem in ("privateKeyPem", "certPem", "certRequestPem"):
+            for pem in ("privateKeyPem", "certPem", "certRequestPem", "privateKeyOpenssh"):
                 outputs[pem] = f"-----PEM {pem} of {resource.name}-----"
+            outputs["publicKeyOpenssh"] = f"ssh-ed25519 AAAA{resource.name}\n"
         if resource.typ == "command:remote:Command":
             if resource.name.endswith("swarm-init"):
                 data = ('{"node_id": "node-init", "cluster_id": "cluster-1", "manager_token": "SWMTKN-manager", '
