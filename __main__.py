@@ -60,3 +60,5 @@ pulumi.export("grafanaUrls", grafana.urls)
 pulumi.export("grafanaAdminPassword", grafana.admin_password)
 if agents is not None:
     pulumi.export("agents", agents.installed)
+if lab is not None:
+    pulumi.export("labSshPrivateKey", lab.private_key)  # secret: the post-deploy tests reach the lab hosts with it

@@ -133,7 +133,11 @@ class CrateDouble:
             return self._execute(s)
 
     def _query(self, s: str, args: list) -> dict:
-        """The load generator's check: readings per agent of one sensor since a time."""
+        """The load generator's check (readings per agent of one sensor since a time), and the keys
+        of the readings of some agents (the lab's node-loss test)."""
+        if s == "SELECT agent, sensor, ts FROM doc.readings WHERE agent = ANY(?)":
+            rows = sorted([list(key) for key in self.state.readings if key[0] in args[0]])
+            return {"cols": ["agent", "sensor", "ts"], "rows": rows, "rowcount": len(rows)}
         if s != "SELECT agent, count(*) FROM doc.readings WHERE agent = ANY(?) AND sensor = ? AND ts >= ? GROUP BY agent":
             raise SqlError(400, 4000, f"SQLParseException[the contract double does not know: {s[:80]}]")
         agents, sensor, since = args
@@ -218,9 +222,14 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=4200)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--user", action="append", default=[], help="name:password, may repeat")
+    parser.add_argument("--user-file", action="append", default=[], help="name:file holding the password, may repeat")
     args = parser.parse_args()
-    state = CrateState(tables={"doc.readings"}, keep_statements=False,
-                       users=dict(u.split(":", 1) for u in args.user))
+    users = dict(u.split(":", 1) for u in args.user)
+    for entry in args.user_file:
+        name, path = entry.split(":", 1)
+        with open(path) as f:
+            users[name] = f.read().strip()
+    state = CrateState(tables={"doc.readings"}, keep_statements=False, users=users)
     double = CrateDouble(state, args.host, args.port)
     print(f"contract double (not CrateDB) on {args.host}:{args.port}", flush=True)
     double.server.serve_forever()

@@ -15,17 +15,22 @@ main() {
   case "$state" in
     inactive | no-engine) say "unchanged: not in a swarm"; return ;;
   esac
-  if [ "$(docker info --format '{{.Swarm.ControlAvailable}}')" = "true" ]; then
-    local managers
-    managers=$(docker node ls --filter role=manager -q | wc -l)
-    [ "$managers" -le 1 ] ||
-      fail "this host is one of ${managers} managers; demote it first (docker node demote ${HOST_NAME})"
-    docker swarm leave --force >/dev/null
-    say "changed: left the swarm as its last manager (the swarm is gone)"
-  else
-    docker swarm leave >/dev/null
-    say "changed: left the swarm"
-  fi
+  local deadline=$((SECONDS + 60)) managers
+  while [ "$(docker info --format '{{.Swarm.ControlAvailable}}')" = "true" ]; do
+    # A node demoted a moment ago can still report control while its manager shuts down; its
+    # control socket is gone then (seen in the lab): look again until the state settles.
+    if managers=$(docker node ls --filter role=manager -q 2>/dev/null); then
+      [ "$(grep -c . <<<"$managers")" -le 1 ] ||
+        fail "this host is one of $(grep -c . <<<"$managers") managers; demote it first (docker node demote ${HOST_NAME})"
+      docker swarm leave --force >/dev/null
+      say "changed: left the swarm as its last manager (the swarm is gone)"
+      return
+    fi
+    [ "$SECONDS" -lt "$deadline" ] || fail "the manager on this host does not answer (docker node ls) for 60 s"
+    sleep 2
+  done
+  docker swarm leave >/dev/null
+  say "changed: left the swarm"
 }
 
 main "$@"

@@ -1,22 +1,31 @@
 """Lab tier: the program deployed onto simulated hosts, its scripts run over real SSH.
 
 The tests run in file order and share one lab: provision and form the swarm, run again, the ingest
-image built on every host and running as its global service (without a database), lose a host four
-ways (stop, kill, pause, network partition), scale in, destroy.
+image built on every host and running as its global service (without a database), then with the
+CrateDB contract double as its database while a host is lost under load, lose a host four ways
+(stop, kill, pause, network partition), scale in, destroy.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import subprocess
+import sys
+import threading
 import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.lab import docker_cli
 from tests.lab.conftest import TIMINGS
 from tests.lab.harness import LabHost, LabHosts, docker, ensure_base_image
 from tests.lab.ssh_engine import SshEngine
+from tests.program import plain
 
 PROBE_SERVICE = "lab-probe"
 BASE_IMAGE = "mds-lab-base:bookworm"
@@ -197,6 +206,92 @@ def test_ingest_without_a_database_is_not_ready_and_refuses_writes(lab, engine, 
                 503, "CrateDB is not reachable", 503, True)
         wait_until(f"{host.name}: not ready, writes refused with 503", refused, 60)
         assert ingest_answer(host, "/v1/readings", token="mds1.lab-agent.forged", body=body)[0] == 401
+
+
+ROOT = Path(__file__).resolve().parents[2]
+DOUBLE = ROOT / "tests" / "cratedb_double.py"
+
+
+def crate_query(url: str, password: str, stmt: str, args: list) -> list:
+    request = urllib.request.Request(url + "/_sql", data=json.dumps({"stmt": stmt, "args": args}).encode(), headers={
+        "Content-Type": "application/json", "Authorization": "Basic " + base64.b64encode(f"ingest:{password}".encode()).decode()})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["rows"]
+
+
+def test_node_loss_under_load_loses_no_acknowledged_reading(lab, engine, deployed, tmp_path):
+    """The CrateDB contract double (tests/cratedb_double.py, NOT CrateDB: one process, no
+    replication) runs as the `cratedb` service on lab1 in the ingest image; the load generator
+    writes through every host's ingest while lab3 is stopped and started again. Every reading it
+    saw acknowledged must be stored, once."""
+    from ingest.tokens import issue
+
+    manager, lost = lab.hosts[0], lab.hosts[2]
+    secret = engine.state["ingest-token-secret"].outputs["result"].encode()
+    password = engine.state["cratedb-password-ingest"].outputs["result"]
+    image = plain(engine.state["ingest-service"].inputs)["taskSpec"]["containerSpec"]["image"]
+    password_secret = docker_cli.name_of(engine.state["cratedb-secret-ingest"])
+    manager.ssh("docker config create lab-cratedb-double -", input=DOUBLE.read_bytes())
+    manager.sh(
+        "docker service create --detach --name cratedb --network mds --endpoint-mode dnsrr "
+        "--constraint node.hostname==lab1 --publish mode=host,target=4200,published=4200 "
+        f"--secret source={password_secret},target=crate-ingest-password,uid=10001,mode=0400 "
+        "--config source=lab-cratedb-double,target=/double.py,mode=0444 --entrypoint /venv/bin/python "
+        f"{image} /double.py --host 0.0.0.0 --port 4200 --user-file ingest:/run/secrets/crate-ingest-password")
+    double_url = f"http://{manager.address}:4200"
+    try:
+        body = json.dumps({"readings": [{"ts": int(time.time() * 1000), "sensor": "warm-up", "value": 1.0}]}).encode()
+        for host in lab.hosts:  # each ingest finds the double (it looks again every 5 s) and writes
+            wait_until(f"{host.name} writes through the double", lambda h=host: ingest_answer(
+                h, "/v1/readings", token=issue(secret, "warm-up"), body=body)[0] == 200, 90)
+        tokens_file = tmp_path / "tokens"
+        tokens_file.write_text("".join(issue(secret, f"loss-{i}") + "\n" for i in range(6)))
+        endpoints = ",".join(f"http://{h.address}:8080" for h in lab.hosts)
+        load = subprocess.Popen(
+            [sys.executable, "-m", "pi.loadgen", "--endpoints", endpoints, "--tokens", str(tokens_file), "--rate", "1200",
+             "--batch", "20", "--seconds", "50", "--record", str(tmp_path / "acked.jsonl"),
+             "--check-crate", f"http://ingest:{password}@{manager.address}:4200"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        progress: list[tuple[float, int]] = []  # (time, acknowledged so far)
+        output: list[str] = []
+
+        def read_progress() -> None:
+            for line in load.stdout:
+                output.append(line)
+                if line.startswith("t="):
+                    progress.append((time.monotonic(), int(line.split("acked=")[1].split()[0])))
+
+        reader = threading.Thread(target=read_progress)
+        reader.start()
+        time.sleep(10)
+        failed_at = time.monotonic()
+        lab.stop(lost)
+        down = wait_until("lab3 seen Down under load", lambda: nodes(manager)["lab3"]["Status"] == "Down", 90)
+        acked_at_failure = max((a for t, a in progress if t <= failed_at), default=0)
+        time.sleep(max(0.0, 20 - (time.monotonic() - failed_at)))
+        resumed = next((t - failed_at for t, a in progress if t > failed_at and a > acked_at_failure), None)
+        restored_at = time.monotonic()
+        lab.restore(lost)
+        wait_until("lab3's ingest writes again", lambda: ingest_answer(
+            lost, "/v1/readings", token=issue(secret, "warm-up"), body=body)[0] == 200, 180)
+        recovered = time.monotonic() - restored_at
+        assert load.wait(timeout=180) == 0, "".join(output[-15:])
+        reader.join()
+        acked = {tuple(json.loads(line)) for line in (tmp_path / "acked.jsonl").read_text().splitlines()}
+        stored = {tuple(row) for row in crate_query(double_url, password, "SELECT agent, sensor, ts FROM doc.readings WHERE agent = ANY(?)",
+                                                    [[f"loss-{i}" for i in range(6)]])}
+        lost_readings = acked - stored
+        TIMINGS["node loss: lab3 seen Down"] = down
+        TIMINGS["node loss: writes acknowledged again after"] = resumed if resumed is not None else float("nan")
+        TIMINGS["node loss: lab3 writing again after its restart"] = recovered
+        print(f"\nnode loss: {len(acked)} readings acknowledged, {len(stored)} stored, {len(lost_readings)} missing; "
+              f"failure at +10 s, Down after {down:.1f} s, writes acknowledged again after {resumed:.1f} s, "
+              f"lab3 writing again {recovered:.1f} s after its restart")
+        assert resumed is not None and resumed < 10  # the other hosts kept taking writes
+        assert not lost_readings and len(acked) > 10_000
+        assert "check loss-0: acknowledged" in "".join(output) and "MISSING" not in "".join(output)
+    finally:
+        manager.sh("docker service rm cratedb; docker config rm lab-cratedb-double", check=False)
 
 
 @pytest.fixture(scope="module")
