@@ -6,7 +6,6 @@ Settings derive from the host list (never typed twice): node names are the Swarm
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import pulumi_random as random
 
 from components.hosts import Host
 from components.remote import Script
-from components.swarm_configs import hashed_config
+from components.swarm_configs import hashed_config, swarm_secret
 from stack.config import BackupSettings, ConfigError, CrateDbSettings, HostSpec
 from stack.constants import (
     CRATEDB_HTTP_PORT, CRATEDB_SERVICE, CRATEDB_TRANSPORT_PORT, READINGS_TABLE,
@@ -145,14 +144,8 @@ class CrateDb(pulumi.ComponentResource):
                 given = random.RandomPassword(f"{name}-password-{user}", length=32, special=False, opts=child).result
             self.passwords[user] = pulumi.Output.secret(given)
         # The services that log in get their password as a Swarm secret (a file), never as env.
-        self.secrets = {
-            user: docker.Secret(
-                f"{name}-secret-{user}",
-                data=self.passwords[user].apply(lambda p: base64.b64encode(p.encode()).decode()),
-                opts=on_swarm.merge(pulumi.ResourceOptions(delete_before_replace=True)),
-            )
-            for user in ("ingest", "grafana")
-        }
+        self.secrets = {user: swarm_secret(f"{name}-secret-{user}", self.passwords[user], on_swarm)
+                        for user in ("ingest", "grafana")}
 
         backup = settings.backup
         crate_yml = render_crate_yml([h.spec for h in nodes], backup)

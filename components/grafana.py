@@ -7,7 +7,6 @@ Swarm config whose name carries a content hash, so an edited dashboard rolls out
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,12 +19,11 @@ import yaml
 
 from components import grafana_dashboards as provisioning
 from components.hosts import Host
-from components.swarm_configs import hashed_config
+from components.swarm_configs import SECRETS_DIR, hashed_config, swarm_secret
 from stack.config import ConfigError, GrafanaSettings
 from stack.constants import CRATEDB_PG_PORT, CRATEDB_SERVICE
 
 SERVICE = "grafana"
-SECRETS_DIR = "/run/secrets"
 GRAFANA_UID = "472"  # the image's user
 PROVISIONING = "/etc/grafana/provisioning"
 
@@ -81,11 +79,7 @@ class Grafana(pulumi.ComponentResource):
         admin = args.admin_password or random.RandomPassword(
             f"{name}-admin-password", length=32, special=False, opts=child).result
         self.admin_password = pulumi.Output.secret(admin)
-        admin_secret = docker.Secret(
-            f"{name}-secret-admin",
-            data=self.admin_password.apply(lambda v: base64.b64encode(v.encode()).decode()),
-            opts=on_swarm.merge(pulumi.ResourceOptions(delete_before_replace=True)),
-        )
+        admin_secret = swarm_secret(f"{name}-secret-admin", self.admin_password, on_swarm)
         secrets = {"grafana-admin-password": admin_secret, "grafana-db-password": args.db_password_secret}
         configs = {
             path: hashed_config(f"{name}-{role}", SERVICE, role, text, on_swarm)

@@ -25,13 +25,13 @@ import pulumi_tls as tls
 
 from components.hosts import Host
 from components.remote import Script
+from components.swarm_configs import SECRETS_DIR, swarm_secret
 from stack.config import ConfigError, IngestSettings, is_ip
 from stack.constants import CRATEDB_HTTP_PORT, CRATEDB_SERVICE, READINGS_TABLE
 
 SOURCE = Path(__file__).resolve().parents[1] / "ingest"
 BUILD = Script("ingest-image.sh")
 SERVICE = "ingest"
-SECRETS_DIR = "/run/secrets"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,14 +110,10 @@ class Ingest(pulumi.ComponentResource):
             f"{name}-token-secret", length=48, special=False, opts=child).result
         self.token_secret = pulumi.Output.secret(token_secret)
 
-        def swarm_secret(role: str, value: pulumi.Input[str]) -> docker.Secret:
-            return docker.Secret(
-                f"{name}-secret-{role}",
-                data=pulumi.Output.secret(value).apply(lambda v: base64.b64encode(v.encode()).decode()),
-                opts=on_swarm.merge(pulumi.ResourceOptions(delete_before_replace=True)),
-            )
+        def secret(role: str, value: pulumi.Input[str]) -> docker.Secret:
+            return swarm_secret(f"{name}-secret-{role}", value, on_swarm)
 
-        secret_files = {"token-secret": swarm_secret("token-secret", self.token_secret),
+        secret_files = {"token-secret": secret("token-secret", self.token_secret),
                         "crate-password": args.crate_password_secret}
         env = {
             "INGEST_CRATE_DNS": f"tasks.{CRATEDB_SERVICE}",
@@ -130,7 +126,7 @@ class Ingest(pulumi.ComponentResource):
             "INGEST_REVOKED_DEVICES": ",".join(settings.revoked_devices),
         }
         if "edenJwtSecret" in args.secrets:
-            secret_files["eden-jwt-secret"] = swarm_secret("eden-jwt-secret", args.secrets["edenJwtSecret"])
+            secret_files["eden-jwt-secret"] = secret("eden-jwt-secret", args.secrets["edenJwtSecret"])
             env["INGEST_EDEN_JWT_SECRET_FILE"] = f"{SECRETS_DIR}/ingest-eden-jwt-secret"
 
         self.ca_certificate = None
@@ -139,8 +135,8 @@ class Ingest(pulumi.ComponentResource):
                 cert, key, self.ca_certificate = self._generated_certificate(name, hosts, child)
             else:
                 cert, key = args.secrets["ingestTlsCert"], args.secrets["ingestTlsKey"]
-            secret_files["tls-cert"] = swarm_secret("tls-cert", cert)
-            secret_files["tls-key"] = swarm_secret("tls-key", key)
+            secret_files["tls-cert"] = secret("tls-cert", cert)
+            secret_files["tls-key"] = secret("tls-key", key)
             env.update(INGEST_TLS_CERT=f"{SECRETS_DIR}/ingest-tls-cert", INGEST_TLS_KEY=f"{SECRETS_DIR}/ingest-tls-key")
 
         scheme = "http" if settings.tls == "off" else "https"

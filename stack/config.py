@@ -370,18 +370,8 @@ def _parse_agents(raw: Any) -> tuple[AgentSpec, ...]:
         name = entry.get("name")
         if not isinstance(name, str) or not _DEVICE_ID.match(name):
             raise ConfigError(f"{where}.name: {name!r} is not a device id (1-64 letters, digits, '.', '_' or '-')")
-        address = entry.get("address")
-        if not isinstance(address, str) or not (is_ip(address) or _is_dns_name(address)):
-            raise ConfigError(f"{where}.address: {address!r} is not an IP address or host name")
-        user = entry.get("sshUser", "pi")
-        if not isinstance(user, str) or not _SSH_USER.match(user):
-            raise ConfigError(f"{where}.sshUser: {user!r} is not a user name")
-        port = entry.get("sshPort", 22)
-        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-            raise ConfigError(f"{where}.sshPort: {port!r} is not a port number (1-65535)")
-        host_key = entry.get("hostKey")
-        if host_key is not None and (not isinstance(host_key, str) or not _HOST_KEY.match(host_key)):
-            raise ConfigError(f"{where}.hostKey: {host_key!r} is not an SSH public key such as 'ssh-ed25519 AAAA...'")
+        address = _address(entry, where)
+        user, port, host_key = _ssh_login(entry, where, default_user="pi")
         sensors = entry.get("sensors", [{"type": "thermal"}])
         if not isinstance(sensors, Sequence) or isinstance(sensors, str) or not sensors or not all(isinstance(s, Mapping) for s in sensors):
             raise ConfigError(f"{where}.sensors: list at least one sensor, such as {{type: thermal}}")
@@ -392,6 +382,47 @@ def _parse_agents(raw: Any) -> tuple[AgentSpec, ...]:
                                 sensors=tuple(dict(s) for s in sensors), interval_ms=interval))
     _check_unique(tuple(agents), "name", lambda a: a.name.lower(), "agents")
     return tuple(agents)
+
+
+def _port(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ConfigError(f"{where}: {value!r} is not a port number (1-65535)")
+    return value
+
+
+def _publish_mode(value: Any, where: str) -> str:
+    if value not in ("host", "ingress"):
+        raise ConfigError(f"{where}: {value!r} is not allowed; use host (default: no IPVS needed) or ingress")
+    return value
+
+
+def _address(raw: Mapping[str, Any], where: str) -> str:
+    """Where the stack reaches a machine over SSH: an IP address or a DNS name."""
+    address = _require_str(raw, "address", where)
+    if not (is_ip(address) or _is_dns_name(address)):
+        raise ConfigError(
+            f"{where}.address: {address!r} is not an IP address or host name "
+            f"(allowed: IPv4, IPv6, or a DNS name such as node1.example.com)"
+        )
+    return address
+
+
+def _ssh_login(raw: Mapping[str, Any], where: str, default_user: str) -> tuple[str, int, str | None]:
+    """sshUser, sshPort and hostKey of a machine the stack reaches over SSH (a host or an agent)."""
+    ssh_user = raw.get("sshUser", default_user)
+    if not isinstance(ssh_user, str) or not _SSH_USER.match(ssh_user):
+        raise ConfigError(f"{where}.sshUser: {ssh_user!r} is not a Unix user name (lowercase, digits, '_' and '-')")
+    ssh_port = raw.get("sshPort", 22)
+    if isinstance(ssh_port, str) and ssh_port.isdigit():
+        ssh_port = int(ssh_port)
+    ssh_port = _port(ssh_port, f"{where}.sshPort")
+    host_key = raw.get("hostKey")
+    if host_key is not None and (not isinstance(host_key, str) or not _HOST_KEY.match(host_key.strip())):
+        raise ConfigError(
+            f"{where}.hostKey: {host_key!r} is not an SSH public host key; use one line of "
+            f"`ssh-keyscan -t ed25519 HOST` without the host name, such as 'ssh-ed25519 AAAA...'"
+        )
+    return ssh_user, ssh_port, host_key.strip() if host_key else None
 
 
 def _check_fields(raw: Any, where: str, fields: Sequence[str]) -> None:
@@ -414,12 +445,8 @@ def _parse_ingest(raw: Any) -> IngestSettings:
     extra_ca = raw.get("extraCaFile")
     if extra_ca is not None and (not isinstance(extra_ca, str) or not os.path.isfile(extra_ca)):
         raise ConfigError(f"{where}.extraCaFile: {extra_ca!r} is not a readable file (a PEM bundle on this machine)")
-    port = raw.get("port", defaults.port)
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise ConfigError(f"{where}.port: {port!r} is not a port number (1-65535)")
-    mode = raw.get("publishMode", defaults.publish_mode)
-    if mode not in ("host", "ingress"):
-        raise ConfigError(f"{where}.publishMode: {mode!r} is not allowed; use host (default: no IPVS needed) or ingress")
+    port = _port(raw.get("port", defaults.port), f"{where}.port")
+    mode = _publish_mode(raw.get("publishMode", defaults.publish_mode), f"{where}.publishMode")
     revoked = raw.get("revokedDevices", [])
     if not isinstance(revoked, Sequence) or isinstance(revoked, str) or not all(
             isinstance(d, str) and _DEVICE_ID.match(d) for d in revoked):
@@ -450,12 +477,8 @@ def _parse_grafana(raw: Any) -> GrafanaSettings:
     match = _VERSION.match(version) if isinstance(version, str) else None
     if not match or int(match.group(1)) < 12:
         raise ConfigError(f"{where}.version: {version!r} must be a Grafana version x.y.z, 12.0.0 or newer")
-    port = raw.get("port", defaults.port)
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise ConfigError(f"{where}.port: {port!r} is not a port number (1-65535)")
-    mode = raw.get("publishMode", defaults.publish_mode)
-    if mode not in ("host", "ingress"):
-        raise ConfigError(f"{where}.publishMode: {mode!r} is not allowed; use host (default: no IPVS needed) or ingress")
+    port = _port(raw.get("port", defaults.port), f"{where}.port")
+    mode = _publish_mode(raw.get("publishMode", defaults.publish_mode), f"{where}.publishMode")
     return GrafanaSettings(image=image, version=version, port=port, publish_mode=mode,
                            alerts=_parse_alerts(raw.get("alerts", {}), f"{where}.alerts"))
 
@@ -598,12 +621,7 @@ def _parse_host(index: int, raw: Any, *, default_role: str | None) -> HostSpec:
             f"{where}.name: {name!r} is not a host name; use the machine's hostname "
             f"(letters, digits and '-', at most 63 characters, not starting or ending with '-')"
         )
-    address = _require_str(raw, "address", where)
-    if not (is_ip(address) or _is_dns_name(address)):
-        raise ConfigError(
-            f"{where}.address: {address!r} is not an IP address or host name "
-            f"(allowed: IPv4, IPv6, or a DNS name such as node1.example.com)"
-        )
+    address = _address(raw, where)
     private_address = raw.get("privateAddress", address if is_ip(address) else None)
     if private_address is None:
         raise ConfigError(
@@ -616,14 +634,7 @@ def _parse_host(index: int, raw: Any, *, default_role: str | None) -> HostSpec:
             f"(Swarm advertises and listens on an IPv4 or IPv6 address)"
         )
 
-    ssh_user = raw.get("sshUser", "root")
-    if not isinstance(ssh_user, str) or not _SSH_USER.match(ssh_user):
-        raise ConfigError(f"{where}.sshUser: {ssh_user!r} is not a Unix user name (lowercase, digits, '_' and '-')")
-    ssh_port = raw.get("sshPort", 22)
-    if isinstance(ssh_port, str) and ssh_port.isdigit():
-        ssh_port = int(ssh_port)
-    if isinstance(ssh_port, bool) or not isinstance(ssh_port, int) or not 1 <= ssh_port <= 65535:
-        raise ConfigError(f"{where}.sshPort: {ssh_port!r} is not a port number (1-65535)")
+    ssh_user, ssh_port, host_key = _ssh_login(raw, where, default_user="root")
 
     role = raw.get("role", default_role or "worker")
     if role not in ROLES:
@@ -640,12 +651,6 @@ def _parse_host(index: int, raw: Any, *, default_role: str | None) -> HostSpec:
 
     labels = _parse_labels(raw.get("labels", {}), f"{where}.labels")
 
-    host_key = raw.get("hostKey")
-    if host_key is not None and (not isinstance(host_key, str) or not _HOST_KEY.match(host_key.strip())):
-        raise ConfigError(
-            f"{where}.hostKey: {host_key!r} is not an SSH public host key; use one line of "
-            f"`ssh-keyscan -t ed25519 HOST` without the host name, such as 'ssh-ed25519 AAAA...'"
-        )
     return HostSpec(
         name=name,
         address=address,
@@ -655,7 +660,7 @@ def _parse_host(index: int, raw: Any, *, default_role: str | None) -> HostSpec:
         role=role,
         services=tuple(s for s in SERVICES if s in services),
         labels=labels,
-        host_key=host_key.strip() if host_key else None,
+        host_key=host_key,
     )
 
 

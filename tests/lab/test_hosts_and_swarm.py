@@ -11,12 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import re
-import subprocess
-import sys
-import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 import yaml
@@ -25,6 +21,7 @@ from tests.lab import docker_cli
 from tests.lab.conftest import TIMINGS
 from tests.lab.harness import LabHost, LabHosts, docker, ensure_base_image
 from tests.lab.ssh_engine import SshEngine
+from tests.load_run import ROOT, LoadRun
 from tests.program import plain
 
 PROBE_SERVICE = "lab-probe"
@@ -208,7 +205,6 @@ def test_ingest_without_a_database_is_not_ready_and_refuses_writes(lab, engine, 
         assert ingest_answer(host, "/v1/readings", token="mds1.lab-agent.forged", body=body)[0] == 401
 
 
-ROOT = Path(__file__).resolve().parents[2]
 DOUBLE = ROOT / "tests" / "cratedb_double.py"
 
 
@@ -247,49 +243,34 @@ def test_node_loss_under_load_loses_no_acknowledged_reading(lab, engine, deploye
         tokens_file = tmp_path / "tokens"
         tokens_file.write_text("".join(issue(secret, f"loss-{i}") + "\n" for i in range(6)))
         endpoints = ",".join(f"http://{h.address}:8080" for h in lab.hosts)
-        load = subprocess.Popen(
-            [sys.executable, "-m", "pi.loadgen", "--endpoints", endpoints, "--tokens", str(tokens_file), "--rate", "1200",
-             "--batch", "20", "--seconds", "50", "--record", str(tmp_path / "acked.jsonl"),
-             "--check-crate", f"http://ingest:{password}@{manager.address}:4200"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        progress: list[tuple[float, int]] = []  # (time, acknowledged so far)
-        output: list[str] = []
-
-        def read_progress() -> None:
-            for line in load.stdout:
-                output.append(line)
-                if line.startswith("t="):
-                    progress.append((time.monotonic(), int(line.split("acked=")[1].split()[0])))
-
-        reader = threading.Thread(target=read_progress)
-        reader.start()
+        load = LoadRun(["--endpoints", endpoints, "--tokens", str(tokens_file), "--rate", "1200", "--batch", "20",
+                        "--seconds", "50", "--record", str(tmp_path / "acked.jsonl"),
+                        "--check-crate", f"http://ingest:{password}@{manager.address}:4200"])
         time.sleep(10)
         failed_at = time.monotonic()
         lab.stop(lost)
         down = wait_until("lab3 seen Down under load", lambda: nodes(manager)["lab3"]["Status"] == "Down", 90)
-        acked_at_failure = max((a for t, a in progress if t <= failed_at), default=0)
         time.sleep(max(0.0, 20 - (time.monotonic() - failed_at)))
-        resumed = next((t - failed_at for t, a in progress if t > failed_at and a > acked_at_failure), None)
+        resumed = load.resumed_after(failed_at)
+        assert resumed is not None and resumed < 10  # the other hosts kept taking writes
         restored_at = time.monotonic()
         lab.restore(lost)
         wait_until("lab3's ingest writes again", lambda: ingest_answer(
             lost, "/v1/readings", token=issue(secret, "warm-up"), body=body)[0] == 200, 180)
         recovered = time.monotonic() - restored_at
-        assert load.wait(timeout=180) == 0, "".join(output[-15:])
-        reader.join()
+        assert load.finish(timeout=180) == 0, "".join(load.output[-15:])
         acked = {tuple(json.loads(line)) for line in (tmp_path / "acked.jsonl").read_text().splitlines()}
         stored = {tuple(row) for row in crate_query(double_url, password, "SELECT agent, sensor, ts FROM doc.readings WHERE agent = ANY(?)",
                                                     [[f"loss-{i}" for i in range(6)]])}
         lost_readings = acked - stored
         TIMINGS["node loss: lab3 seen Down"] = down
-        TIMINGS["node loss: writes acknowledged again after"] = resumed if resumed is not None else float("nan")
+        TIMINGS["node loss: writes acknowledged again after"] = resumed
         TIMINGS["node loss: lab3 writing again after its restart"] = recovered
         print(f"\nnode loss: {len(acked)} readings acknowledged, {len(stored)} stored, {len(lost_readings)} missing; "
               f"failure at +10 s, Down after {down:.1f} s, writes acknowledged again after {resumed:.1f} s, "
               f"lab3 writing again {recovered:.1f} s after its restart")
-        assert resumed is not None and resumed < 10  # the other hosts kept taking writes
         assert not lost_readings and len(acked) > 10_000
-        assert "check loss-0: acknowledged" in "".join(output) and "MISSING" not in "".join(output)
+        assert "check loss-0: acknowledged" in load.text and "MISSING" not in load.text
     finally:
         manager.sh("docker service rm cratedb; docker config rm lab-cratedb-double", check=False)
 
