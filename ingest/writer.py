@@ -1,7 +1,7 @@
 """The write path: readings of concurrent requests micro-batched into CrateDB bulk inserts.
 
-A request's rows join a queue; a flush sends up to `flush_rows` rows (or what came within
-`linger_ms`) as one `bulk_args` insert; each request learns the result of its own rows. The insert
+A request's rows join a queue; a flush sends up to `flush_rows` rows as one `bulk_args` insert
+(when it is due: see `BatchWriter`); each request learns the result of its own rows. The insert
 ignores rows whose key exists (`ON CONFLICT DO NOTHING`), so a retried batch never duplicates.
 """
 
@@ -13,12 +13,12 @@ import socket
 import time
 import urllib.request
 from base64 import b64encode
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import orjson
 from crate.client.exceptions import ConnectionError as CrateConnectionError
-from crate.client.exceptions import ProgrammingError
 from crate.client.http import Client
 
 log = logging.getLogger("ingest.writer")
@@ -142,22 +142,31 @@ def discover_servers(dns_name: str, port: int, node_name: str | None, username: 
 class _Pending:
     rows: list[list]
     future: asyncio.Future
+    queued_at: float  # loop time
 
 
 class BatchWriter:
+    """Group commit: with no insert in flight, what is queued is written at once (no added latency
+    for a lone agent); while one is in flight, requests gather until it returns, up to `linger`, or
+    until they make a tenth of a flush (a bulk-sized request does not wait for company). Batches
+    grow with the load instead of with a fixed timer."""
+
     def __init__(self, runner: CrateRunner, *, table: str, flush_rows: int, linger_ms: float,
                  max_inflight: int, queue_rows: int, write_timeout_s: float, metrics) -> None:
         self.runner = runner
         self.stmt = insert_statement(table)
         self.flush_rows = flush_rows
+        self.eager_rows = max(1, flush_rows // 10)
         self.linger = linger_ms / 1000
+        self.max_inflight = max_inflight
         self.queue_rows = queue_rows
         self.write_timeout = write_timeout_s
         self.metrics = metrics
-        self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self.waiting_rows = 0
-        self.inflight = asyncio.Semaphore(max_inflight)
+        self.pending: deque[_Pending] = deque()
+        self.pending_rows = 0  # queued, not yet in an insert
+        self.waiting_rows = 0  # queued or in an insert: what the queue limit counts
         self.flushes: set[asyncio.Task] = set()
+        self.wakeup = asyncio.Event()
         self.last_write_failed = False  # did the latest bulk insert fail? (readiness)
         self._loop_task: asyncio.Task | None = None
 
@@ -170,44 +179,54 @@ class BatchWriter:
             raise Unavailable("the writer is stopped")
         if self.waiting_rows + len(rows) > self.queue_rows:
             raise QueueFull(f"{self.waiting_rows} readings are waiting for CrateDB")
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self.waiting_rows += len(rows)
+        self.pending_rows += len(rows)
         self.metrics.queue_depth.set(self.waiting_rows)
-        self.queue.put_nowait(_Pending(rows, future))
+        self.pending.append(_Pending(rows, future, loop.time()))
+        self.wakeup.set()
         return await future
 
     async def close(self) -> None:
         """Flush everything accepted, then stop."""
-        while not self.queue.empty() or self.flushes:
+        while self.pending or self.flushes:
             await asyncio.sleep(0.01)
         if self._loop_task:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
 
+    def _due(self, now: float) -> bool:
+        return (not self.flushes or self.pending_rows >= self.eager_rows
+                or now - self.pending[0].queued_at >= self.linger)
+
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        timer: asyncio.TimerHandle | None = None
         while True:
-            first = await self.queue.get()
-            batch, count = [first], len(first.rows)
-            # Small requests wait up to `linger` for company; one that is already a fair bulk size
-            # only takes along what is queued now.
-            deadline = time.monotonic() + (self.linger if count < self.flush_rows // 10 else 0.0)
-            while count < self.flush_rows:
-                try:
-                    item = self.queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    try:
-                        item = await asyncio.wait_for(self.queue.get(), remaining)
-                    except TimeoutError:
-                        break
-                batch.append(item)
-                count += len(item.rows)
-            await self.inflight.acquire()
-            task = asyncio.get_running_loop().create_task(self._flush(batch, count))
-            self.flushes.add(task)
-            task.add_done_callback(self.flushes.discard)
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            while self.pending and len(self.flushes) < self.max_inflight and self._due(loop.time()):
+                self._start_flush()
+            if timer is not None:
+                timer.cancel()
+            if self.pending and len(self.flushes) < self.max_inflight:  # lingering: look again in time
+                timer = loop.call_at(self.pending[0].queued_at + self.linger, self.wakeup.set)
+
+    def _start_flush(self) -> None:
+        batch, count = [], 0
+        while self.pending and (not batch or count + len(self.pending[0].rows) <= self.flush_rows):
+            item = self.pending.popleft()
+            batch.append(item)
+            count += len(item.rows)
+        self.pending_rows -= count
+        task = asyncio.get_running_loop().create_task(self._flush(batch, count))
+        self.flushes.add(task)
+        task.add_done_callback(self._flushed)
+
+    def _flushed(self, task: asyncio.Task) -> None:
+        self.flushes.discard(task)
+        self.wakeup.set()  # a slot is free, and what gathered meanwhile is due
 
     async def _flush(self, batch: list[_Pending], count: int) -> None:
         rows = [row for pending in batch for row in pending.rows]
@@ -216,7 +235,7 @@ class BatchWriter:
             results = await asyncio.wait_for(asyncio.to_thread(self.runner.bulk_insert, self.stmt, rows), self.write_timeout)
             if len(results) != len(rows):
                 raise Unavailable(f"CrateDB answered {len(results)} results for {len(rows)} rows")
-        except (CrateConnectionError, TimeoutError, ProgrammingError, Unavailable, OSError) as e:
+        except Exception as e:  # noqa: BLE001 - whatever failed, nothing of the batch is acknowledged
             self.last_write_failed = True
             self.metrics.crate_errors.labels(kind=type(e).__name__).inc()
             log.warning("bulk insert of %d rows failed: %s", len(rows), e)
@@ -225,7 +244,6 @@ class BatchWriter:
                     pending.future.set_exception(Unavailable(str(e)))
             return
         finally:
-            self.inflight.release()
             self.waiting_rows -= count
             self.metrics.queue_depth.set(self.waiting_rows)
         self.last_write_failed = False

@@ -187,16 +187,59 @@ def test_concurrent_requests_share_bulk_inserts():
     run(go())
 
 
-def test_a_bulk_sized_request_does_not_wait_for_company():
-    """Small requests linger for others to share their insert; one of a tenth of a flush goes at once."""
+def slow_database(delay_s: float) -> CrateState:
+    return CrateState(tables={"doc.readings"}, users={"ingest": "ingest-password"}, delay_s=delay_s)
+
+
+def inserts(double) -> int:
+    return sum(s.startswith("INSERT") for s in double.state.statements)
+
+
+def test_with_the_database_idle_a_small_request_is_written_at_once():
     async def go():
-        async with running(linger_ms=3000, flush_rows=1000) as (url, double, _):
+        async with running(linger_ms=3000) as (url, _, _):
             started = time.perf_counter()
-            status, _, _ = await post(url, "/v1/readings", batch(100), auth=token())
+            status, _, _ = await post(url, "/v1/readings", batch(5), auth=token())
             assert status == 200 and time.perf_counter() - started < 1.5
+    run(go())
+
+
+def test_while_an_insert_is_in_flight_small_requests_gather_and_go_together_when_it_returns():
+    async def go():
+        async with running(slow_database(1.0), linger_ms=5000) as (url, double, _):
             started = time.perf_counter()
-            status, _, _ = await post(url, "/v1/readings", batch(5, start=now_ms() - 5000), auth=token())
-            assert status == 200 and time.perf_counter() - started >= 2.9
+            first = asyncio.create_task(post(url, "/v1/readings", batch(5), auth=token("a")))
+            await asyncio.sleep(0.3)
+            later = await asyncio.gather(*[post(url, "/v1/readings", batch(5, start=now_ms() - 9000 + 10 * i),
+                                                auth=token(f"b{i}")) for i in range(10)])
+            assert (await first)[0] == 200 and all(a[0] == 200 for a in later)
+            assert time.perf_counter() - started < 3.5  # two inserts of 1 s, not the 5 s linger
+            assert inserts(double) == 2 and len(double.state.readings) == 55
+    run(go())
+
+
+def test_a_bulk_sized_request_does_not_wait_for_the_insert_in_flight():
+    """A tenth of a flush goes at once into a free slot, in parallel with the slow insert."""
+    async def go():
+        async with running(slow_database(1.5), linger_ms=5000, flush_rows=1000) as (url, double, _):
+            first = asyncio.create_task(post(url, "/v1/readings", batch(5), auth=token("a")))
+            await asyncio.sleep(0.3)
+            started = time.perf_counter()
+            status, _, _ = await post(url, "/v1/readings", batch(100), auth=token("b"))
+            assert status == 200 and time.perf_counter() - started < 2.5  # 1.5 s, not 1.2 s more behind the first
+            assert (await first)[0] == 200 and inserts(double) == 2
+    run(go())
+
+
+def test_linger_bounds_the_wait_behind_a_slow_insert():
+    async def go():
+        async with running(slow_database(2.0), linger_ms=300) as (url, double, _):
+            first = asyncio.create_task(post(url, "/v1/readings", batch(5), auth=token("a")))
+            await asyncio.sleep(0.2)
+            started = time.perf_counter()
+            status, _, _ = await post(url, "/v1/readings", batch(5), auth=token("b"))
+            assert status == 200 and time.perf_counter() - started < 3.0  # 0.3 s linger + 2 s, not 1.8 s + 2 s
+            assert (await first)[0] == 200 and inserts(double) == 2
     run(go())
 
 
