@@ -11,6 +11,7 @@ import base64
 import gzip
 import hashlib
 import io
+import math
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -124,6 +125,8 @@ class Ingest(pulumi.ComponentResource):
             "INGEST_TOKEN_SECRET_FILE": f"{SECRETS_DIR}/ingest-token-secret",
             "INGEST_CRATE_PASSWORD_FILE": f"{SECRETS_DIR}/ingest-crate-password",
             "INGEST_REVOKED_DEVICES": ",".join(settings.revoked_devices),
+            # One worker process per CPU of the limit: a Python process uses one core at most.
+            "INGEST_WORKERS": str(math.ceil(settings.cpus)),
         }
         if "edenJwtSecret" in args.secrets:
             secret_files["eden-jwt-secret"] = secret("eden-jwt-secret", args.secrets["edenJwtSecret"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import time
 import zlib
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from ingest import eden_jwt, tokens
 from ingest.payload import BadInput, decode_json, parse_batch, parse_eden
@@ -42,7 +44,18 @@ class Metrics:
                                     buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000))
         self.write_latency = Histogram("ingest_write_seconds", "Bulk insert latency", registry=r)
         self.crate_errors = Counter("ingest_cratedb_errors", "Failed bulk inserts", ["kind"], registry=r)
-        self.queue_depth = Gauge("ingest_queue_readings", "Readings waiting for CrateDB", registry=r)
+        self.queue_depth = Gauge("ingest_queue_readings", "Readings waiting for CrateDB", registry=r,
+                                 multiprocess_mode="livesum")
+
+    def exposition(self) -> bytes:
+        """This process's metrics, or with several workers (PROMETHEUS_MULTIPROC_DIR set by
+        `python -m ingest`) the sum over all of them: a scrape reaches just one worker."""
+        shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not shared:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, shared)
+        return generate_latest(registry)
 
 
 def error(status: int, message: str, index: int | None = None, retry_after: int | None = None) -> web.Response:
@@ -150,7 +163,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(request.app[METRICS].registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(body=request.app[METRICS].exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 

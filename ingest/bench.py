@@ -6,8 +6,9 @@ first as fast as it answers (closed loop, 32 connections), then paced at half th
 In the same run it measures how fast the same bodies are merely JSON-parsed, and parsed and
 validated, in one process: the ceilings for a Python service. Each run also reports the CPU that
 the server, the double and the load process used (100 % = one core), which shows where the cores
-went. Prints a table; the last line is `ingest: <N> readings/s at batch 1000, p99 <X> ms` (X at
-half the maximum rate).
+went. It does all this for the service with 1 and with 2 worker processes (`--workers`), one after the
+other. Prints a table; the last line is `ingest: <N> readings/s at batch 1000, p99 <X> ms` (X at
+half the maximum rate) for the last worker count.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import asyncio
 import multiprocessing
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 
 import orjson
@@ -47,18 +50,61 @@ def bodies(batch: int, count: int = 64) -> list[bytes]:
         for i in range(batch)]}) for b in range(count)]
 
 
-async def _load(url: str, batch: int, seconds: float, rate: float | None, out) -> None:
-    import aiohttp
+CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
 
-    payloads = bodies(batch)
-    headers = {"Authorization": f"Bearer {tokens.issue(SECRET, 'bench')}", "Content-Type": "application/json"}
+
+class _HttpConnection(asyncio.Protocol):
+    """A minimal HTTP/1.1 keep-alive client, one request at a time: the load process shares the
+    machine's cores with the server, so it should spend as little CPU per request as it can
+    (aiohttp's client needed about as much CPU per request as the server)."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.answer: asyncio.Future | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        head_end = self.buffer.find(b"\r\n\r\n")
+        if head_end < 0:
+            return
+        length = CONTENT_LENGTH.search(self.buffer, 0, head_end)
+        if length is None:  # the ingest always sends one
+            self.answer.set_exception(RuntimeError(f"answer without Content-Length: {self.buffer[:head_end]!r}"))
+            return
+        end = head_end + 4 + int(length.group(1))
+        if len(self.buffer) >= end:
+            status, self.buffer = int(self.buffer[9:12]), self.buffer[end:]
+            self.answer.set_result(status)
+
+    def connection_lost(self, exc) -> None:
+        if self.answer is not None and not self.answer.done():
+            self.answer.set_exception(exc or ConnectionError("the server closed the connection"))
+
+    async def request(self, raw: bytes) -> int:
+        self.answer = asyncio.get_running_loop().create_future()
+        self.transport.write(raw)
+        return await self.answer
+
+
+async def _load(url: str, batch: int, seconds: float, rate: float | None, out) -> None:
+    parts = urllib.parse.urlsplit(url)
+    token = tokens.issue(SECRET, "bench")
+    requests = [(f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: Bearer {token}\r\n"
+                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+                for body in bodies(batch)]
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
     interval = CONCURRENCY / rate if rate else 0.0
+    loop = asyncio.get_running_loop()
 
-    async def worker(n: int, session) -> None:
+    async def worker(n: int) -> None:
         nonlocal errors
+        _, connection = await loop.create_connection(_HttpConnection, parts.hostname, parts.port)
         next_at = time.perf_counter() + (interval * n / CONCURRENCY)
         i = n
         while time.perf_counter() < deadline:
@@ -66,20 +112,17 @@ async def _load(url: str, batch: int, seconds: float, rate: float | None, out) -
                 await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
                 next_at += interval
             started = time.perf_counter()
-            async with session.post(url, data=payloads[i % len(payloads)], headers=headers) as response:
-                await response.read()
-                if response.status == 200:
-                    latencies.append(time.perf_counter() - started)
-                else:
-                    errors += 1
+            if await connection.request(requests[i % len(requests)]) == 200:
+                latencies.append(time.perf_counter() - started)
+            else:
+                errors += 1
             i += CONCURRENCY
+        connection.transport.close()
 
     cpu_started = time.process_time()
-    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(n, session) for n in range(CONCURRENCY)))
-        elapsed = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(n) for n in range(CONCURRENCY)))
+    elapsed = time.perf_counter() - started
     out.put((len(latencies), errors, elapsed, latencies, (time.process_time() - cpu_started) / elapsed))
 
 
@@ -88,9 +131,13 @@ def _load_process(url: str, batch: int, seconds: float, rate: float | None, out)
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time so far of a process and its children, e.g. the ingest's workers (Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:  # gone meanwhile
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") + sum(cpu_seconds(int(c)) for c in children)
 
 
 def run_load(url: str, batch: int, seconds: float, rate: float | None = None, watch: dict[str, int] | None = None) -> dict:
@@ -144,50 +191,70 @@ def wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:
     raise SystemExit(f"{what} did not listen within 20 s")
 
 
+def start_services(root: Path, tmp: str, workers: int) -> tuple[subprocess.Popen, subprocess.Popen, str]:
+    crate_port, ingest_port = free_port(), free_port()
+    double = subprocess.Popen([sys.executable, "-m", "tests.cratedb_double", "--port", str(crate_port),
+                               "--user", "ingest:bench-password"], cwd=root, stdout=subprocess.DEVNULL)
+    server = subprocess.Popen([sys.executable, "-m", "ingest"], cwd=root, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.STDOUT, env={
+        **os.environ, "INGEST_PORT": str(ingest_port), "INGEST_CRATE_URLS": f"http://127.0.0.1:{crate_port}",
+        "INGEST_TOKEN_SECRET_FILE": f"{tmp}/secret", "INGEST_CRATE_PASSWORD_FILE": f"{tmp}/password",
+        "INGEST_QUEUE_ROWS": "1000000", "INGEST_WORKERS": str(workers)})
+    wait_for_port(crate_port, double, "the contract double")
+    wait_for_port(ingest_port, server, "the ingest server")
+    wait_for_listeners(ingest_port, workers)
+    return double, server, f"http://127.0.0.1:{ingest_port}/v1/readings"
+
+
+def wait_for_listeners(port: int, count: int) -> None:
+    """Until `count` sockets listen on the port: each ingest worker binds its own (Linux)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+        if sum(1 for row in rows if row[1].endswith(f":{port:04X}") and row[3] == "0A") >= count:  # 0A: LISTEN
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"{count} ingest workers did not listen within 20 s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each measured run")
+    parser.add_argument("--workers", default="1,2", help="INGEST_WORKERS settings to compare, e.g. 1,2")
     args = parser.parse_args()
+    worker_counts = [int(w) for w in args.workers.split(",")]
     root = Path(__file__).resolve().parents[1]
-    crate_port, ingest_port = free_port(), free_port()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+          f"{args.seconds:.0f} s per run, {CONCURRENCY} connections; database: the contract double, not CrateDB")
+    print(f"{'workers':>7} {'batch':>6} {'mode':>10} {'requests/s':>11} {'readings/s':>11} {'p50 ms':>8} {'p99 ms':>8}"
+          f" {'errors':>7} {'CPU % server/double/load':>25} {'JSON-only readings/s':>21} {'+validate':>10}")
+    ceilings = {batch: parse_ceilings(batch) for batch in (1, 100, 1000)}
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "secret").write_bytes(SECRET)
         Path(tmp, "password").write_text("bench-password")
-        double = subprocess.Popen([sys.executable, "-m", "tests.cratedb_double", "--port", str(crate_port),
-                                   "--user", "ingest:bench-password"], cwd=root, stdout=subprocess.DEVNULL)
-        server = subprocess.Popen([sys.executable, "-m", "ingest"], cwd=root, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.STDOUT, env={
-            **os.environ, "INGEST_PORT": str(ingest_port), "INGEST_CRATE_URLS": f"http://127.0.0.1:{crate_port}",
-            "INGEST_TOKEN_SECRET_FILE": f"{tmp}/secret", "INGEST_CRATE_PASSWORD_FILE": f"{tmp}/password",
-            "INGEST_QUEUE_ROWS": "1000000"})
-        try:
-            wait_for_port(crate_port, double, "the contract double")
-            wait_for_port(ingest_port, server, "the ingest server")
-            url = f"http://127.0.0.1:{ingest_port}/v1/readings"
-            run_load(url, 10, 1.0)  # warm up
-            print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-                  f"{args.seconds:.0f} s per run, {CONCURRENCY} connections; database: the contract double, not CrateDB")
-            print(f"{'batch':>6} {'mode':>10} {'requests/s':>11} {'readings/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
-                  f" {'CPU % server/double/load':>25} {'JSON-only readings/s':>21} {'+validate':>10}")
-            watch = {"server": server.pid, "double": double.pid}
-            results = {}
-            for batch in (1, 100, 1000):
-                json_only, validated = parse_ceilings(batch)
-                full = run_load(url, batch, args.seconds, watch=watch)
-                half = run_load(url, batch, args.seconds, rate=full["requests/s"] / 2, watch=watch)
-                results[batch] = (full, half)
-                for mode, r in (("max", full), ("half rate", half)):
-                    cpu = "/".join(f"{r['cpu'][k] * 100:.0f}" for k in ("server", "double", "load"))
-                    ceilings = f"{json_only:>21.0f} {validated:>10.0f}" if mode == "max" else ""
-                    print(f"{batch:>6} {mode:>10} {r['requests/s']:>11.0f} {r['readings/s']:>11.0f} {r['p50 ms']:>8.1f} "
-                          f"{r['p99 ms']:>8.1f} {r['errors']:>7} {cpu:>25} {ceilings}")
-            full, half = results[1000]
-            print(f"ingest: {full['readings/s']:.0f} readings/s at batch 1000, p99 {half['p99 ms']:.1f} ms")
-        finally:
-            server.terminate()
-            double.terminate()
-            server.wait(timeout=15)
-            double.wait(timeout=15)
+        for workers in worker_counts:
+            double, server, url = start_services(root, tmp, workers)
+            try:
+                run_load(url, 10, 1.0)  # warm up
+                watch = {"server": server.pid, "double": double.pid}
+                for batch in (1, 100, 1000):
+                    full = run_load(url, batch, args.seconds, watch=watch)
+                    half = run_load(url, batch, args.seconds, rate=full["requests/s"] / 2, watch=watch)
+                    results[workers, batch] = (full, half)
+                    for mode, r in (("max", full), ("half rate", half)):
+                        cpu = "/".join(f"{r['cpu'][k] * 100:.0f}" for k in ("server", "double", "load"))
+                        json_only, validated = ceilings[batch]
+                        ceiling = f"{json_only:>21.0f} {validated:>10.0f}" if mode == "max" else ""
+                        print(f"{workers:>7} {batch:>6} {mode:>10} {r['requests/s']:>11.0f} {r['readings/s']:>11.0f} "
+                              f"{r['p50 ms']:>8.1f} {r['p99 ms']:>8.1f} {r['errors']:>7} {cpu:>25} {ceiling}", flush=True)
+            finally:
+                for process in (server, double):
+                    process.terminate()
+                    process.wait(timeout=15)
+    full, half = results[worker_counts[-1], 1000]
+    print(f"ingest: {full['readings/s']:.0f} readings/s at batch 1000, p99 {half['p99 ms']:.1f} ms "
+          f"({worker_counts[-1]} worker{'s' if worker_counts[-1] > 1 else ''})")
 
 
 if __name__ == "__main__":

@@ -30,10 +30,11 @@ class Settings:
     tls_key: str | None = None
     max_body_bytes: int = 8 * 1024 * 1024  # after decompression
     max_batch_readings: int = 10_000
-    flush_rows: int = 5_000  # a bulk insert is sent at this many rows ...
-    linger_ms: float = 5.0  # ... or after this long, whichever comes first
-    max_inflight: int = 4  # bulk inserts in flight at once
-    queue_rows: int = 200_000  # readings waiting for CrateDB before new batches get 429
+    flush_rows: int = 5_000  # rows per bulk insert at most
+    linger_ms: float = 5.0  # longest wait for company behind an insert in flight
+    max_inflight: int = 4  # bulk inserts in flight at once (per worker)
+    queue_rows: int = 200_000  # readings waiting for CrateDB before new batches get 429 (all workers)
+    workers: int = 1  # server processes sharing the port
     write_timeout_s: float = 10.0
     max_past_s: float = 30 * 86400  # oldest accepted timestamp, relative to now
     max_future_s: float = 300.0  # clock skew tolerated ahead of now
@@ -96,6 +97,7 @@ class Settings:
             linger_ms=number("INGEST_LINGER_MS", 5.0, float),
             max_inflight=number("INGEST_MAX_INFLIGHT", 4),
             queue_rows=number("INGEST_QUEUE_ROWS", 200_000),
+            workers=number("INGEST_WORKERS", 1),
             write_timeout_s=number("INGEST_WRITE_TIMEOUT_S", 10.0, float),
             max_past_s=number("INGEST_MAX_PAST_S", 30 * 86400.0, float),
             max_future_s=number("INGEST_MAX_FUTURE_S", 300.0, float),

@@ -35,8 +35,8 @@ def stack_config(lab: LabHosts, hosts: list[dict] | None = None) -> dict:
         "sshPrivateKey": lab.private_key,
         # The ingest image builds on the lab hosts from the lab's own Debian base, trusting this
         # machine's CA bundle (HTTPS goes through an intercepting proxy here). TLS resources are
-        # mocked in the lab, so the ingest serves plain HTTP.
-        "ingest": {"baseImage": BASE_IMAGE, "extraCaFile": CA_BUNDLE, "tls": "off"},
+        # mocked in the lab, so the ingest serves plain HTTP. 1.5 CPUs: two worker processes.
+        "ingest": {"baseImage": BASE_IMAGE, "extraCaFile": CA_BUNDLE, "tls": "off", "cpus": 1.5},
     }
 
 
@@ -187,6 +187,10 @@ def test_ingest_image_built_on_each_host_and_running_as_a_global_service(lab, en
     for host in lab.hosts:
         status = wait_until(f"{host.name} answers /healthz", lambda h=host: ingest_answer(h, "/healthz")[0] == 200, 60)
         assert status >= 0
+        commands = host.sh("docker exec $(docker ps -q -f label=com.docker.swarm.service.name=ingest) "
+                           "sh -c 'for p in /proc/[0-9]*; do tr \"\\\\0\" \" \" < $p/cmdline; echo; done'")
+        pythons = [c for c in commands.splitlines() if c.startswith("/venv/bin/python -m ingest")]
+        assert len(pythons) == 3, commands  # under tini: the supervisor and its 2 workers
 
 
 def test_ingest_without_a_database_is_not_ready_and_refuses_writes(lab, engine, deployed):

@@ -32,7 +32,7 @@ def test_global_service_on_ingest_hosts_published_in_host_mode(deploy):
     assert "/healthz" in " ".join(container["healthcheck"]["tests"])  # liveness: no restart loop in a DB outage
     env = container["env"]
     assert env["INGEST_CRATE_DNS"] == "tasks.cratedb" and env["NODE_NAME"] == "{{.Node.Hostname}}"
-    assert env["INGEST_TABLE"] == "doc.readings"
+    assert env["INGEST_TABLE"] == "doc.readings" and env["INGEST_WORKERS"] == "1"
     secrets = {s["fileName"]: s["secretId"] for s in container["secrets"]}
     assert secrets["ingest-crate-password"] == "cratedb-secret-ingest-id"  # the CrateDB ingest user's
     assert env["INGEST_CRATE_PASSWORD_FILE"] == "/run/secrets/ingest-crate-password"
@@ -76,6 +76,13 @@ def test_a_registry_image_means_no_builds(deploy):
     assert inputs["endpointSpec"]["mode"] == "vip" and inputs["endpointSpec"]["ports"][0]["publishMode"] == "ingress"
     assert inputs["taskSpec"]["containerSpec"]["env"]["INGEST_REVOKED_DEVICES"] == "pi-lost"
     assert "INGEST_TLS_CERT" not in inputs["taskSpec"]["containerSpec"]["env"]
+
+
+def test_one_worker_per_cpu_of_the_limit(deploy):
+    declared, _ = deploy({"hosts": hosts(1), "ingest": {"cpus": 2.5, "memoryMb": 1024}})
+    spec = service(declared)["taskSpec"]
+    assert spec["resources"]["limits"]["nanoCpus"] == 2_500_000_000
+    assert spec["containerSpec"]["env"]["INGEST_WORKERS"] == "3"
 
 
 def test_generated_tls_covers_every_ingest_address(deploy):

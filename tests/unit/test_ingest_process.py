@@ -2,6 +2,8 @@
 
 import asyncio
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -10,7 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 
+from ingest.bench import wait_for_listeners
 from tests.cratedb_double import CrateDouble, CrateState
 from tests.unit.ingest_support import SECRET, batch, post, token
 
@@ -46,10 +51,11 @@ def start(tmp_path, crate_url, **env):
     pytest.fail("ingest did not listen within 20 s")
 
 
-def test_sigterm_finishes_accepted_batches_and_exits_well_within_the_grace_period(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_finishes_accepted_batches_and_exits_well_within_the_grace_period(tmp_path, workers):
     state = CrateState(tables={"doc.readings"}, users={"ingest": "ingest-password"}, delay_s=1.5)
     with CrateDouble(state) as double:
-        process, url = start(tmp_path, double.url)
+        process, url = start(tmp_path, double.url, INGEST_WORKERS=str(workers))
         try:
             async def go():
                 request = asyncio.create_task(post(url, "/v1/readings", batch(50), auth=token()))
@@ -69,6 +75,59 @@ def test_sigterm_finishes_accepted_batches_and_exits_well_within_the_grace_perio
             process.kill()
 
 
+def workers_of(process) -> list[int]:
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    return sorted(map(int, children))
+
+
+def accepted_by(metrics_file: Path, tmp_path) -> float:
+    """The readings one worker counted, from its own Prometheus multiprocess file."""
+    alone = tmp_path / f"alone-{metrics_file.stem}"
+    alone.mkdir()
+    shutil.copy(metrics_file, alone)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, str(alone))
+    return registry.get_sample_value("ingest_readings_accepted_total") or 0.0
+
+
+def test_workers_share_the_port_and_the_metrics_sum_over_them(tmp_path):
+    with CrateDouble(CrateState(tables={"doc.readings"}, users={"ingest": "ingest-password"})) as double:
+        process, url = start(tmp_path, double.url, INGEST_WORKERS="2", TMPDIR=str(tmp_path))
+        try:
+            assert len(workers_of(process)) == 2
+            wait_for_listeners(int(url.rsplit(':', 1)[1]), 2)
+
+            async def go():
+                start_ms = int(time.time() * 1000) - 60_000
+                answers = await asyncio.gather(*[post(url, "/v1/readings", batch(5, start=start_ms + 10 * i), auth=token())
+                                                 for i in range(40)])  # a connection each
+                assert all(status == 200 for status, _, _ in answers)
+                return [(await post(url, "/metrics", method="GET"))[1]["text"] for _ in range(6)]
+
+            scrapes = asyncio.run(go())
+            assert len(double.state.readings) == 200
+            for text in scrapes:  # whichever worker answered, it reports the sum
+                assert "ingest_readings_accepted_total 200.0" in text and "ingest_queue_readings 0.0" in text
+            files = list(tmp_path.glob("ingest-metrics-*/counter_*.db"))
+            per_worker = [accepted_by(f, tmp_path) for f in files]
+            assert len(files) == 2 and sum(per_worker) == 200 and min(per_worker) > 0, per_worker
+        finally:
+            process.kill()
+
+
+def test_a_dead_worker_stops_the_service_with_an_error(tmp_path):
+    with CrateDouble(CrateState(tables={"doc.readings"}, users={"ingest": "ingest-password"})) as double:
+        process, _ = start(tmp_path, double.url, INGEST_WORKERS="2")
+        try:
+            dead, other = workers_of(process)
+            os.kill(dead, signal.SIGKILL)
+            assert process.wait(timeout=15) == 1
+            assert f"worker {dead} exited (killed by SIGKILL); stopping the others" in process.stdout.read()
+            assert not Path(f"/proc/{other}").exists()
+        finally:
+            process.kill()
+
+
 def test_bad_settings_stop_the_process_naming_the_variable(tmp_path):
     result = subprocess.run([sys.executable, "-m", "ingest"], cwd=ROOT, capture_output=True, text=True, timeout=30,
                             env={**os.environ, "INGEST_TOKEN_SECRET": "short", "INGEST_CRATE_URLS": "http://x"})
@@ -81,3 +140,15 @@ def test_tokens_cli_issues_what_the_service_accepts(tmp_path):
     result = subprocess.run([sys.executable, "-m", "ingest.tokens", "pi-9"], cwd=ROOT, capture_output=True, text=True,
                             env={**os.environ, "INGEST_TOKEN_SECRET_FILE": str(tmp_path / "secret")}, check=True)
     assert result.stdout.strip() == token("pi-9")
+
+
+def test_the_benchmark_runs_and_every_request_succeeds():
+    """`python -m ingest.bench`, briefly: its table has no errors and its last line has the agreed form."""
+    result = subprocess.run([sys.executable, "-m", "ingest.bench", "--seconds", "0.5", "--workers", "1,2"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    rows = [line.split() for line in lines if line.split()[:1] in (["1"], ["2"])]
+    errors = [row[7] if row[2] == "max" else row[8] for row in rows]  # "half rate" is two words
+    assert len(rows) == 12 and errors == ["0"] * 12, result.stdout
+    assert re.fullmatch(r"ingest: \d+ readings/s at batch 1000, p99 [\d.]+ ms \(2 workers\)", lines[-1]), lines[-1]
