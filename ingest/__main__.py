@@ -72,7 +72,10 @@ def supervise(settings: Settings) -> int:
             nonlocal stopping
             stopping = True
             for worker in workers:
-                os.kill(worker, signum)
+                try:
+                    os.kill(worker, signum)
+                except ProcessLookupError:  # reaped just now
+                    pass
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)

@@ -11,8 +11,8 @@ documented HTTP status on failure (409/4099 for an existing user, 409 for an exi
 from __future__ import annotations
 
 import argparse
-import gc
 import base64
+import gc
 import gzip
 import re
 import socket
