@@ -1,14 +1,16 @@
-"""Benchmark: `python -m ingest.bench [--seconds 5]` (run from the repository root).
+"""Benchmark: `python -m ingest.bench [--seconds 5] [--connections 32] [--workers 1,2]` (from the
+repository root).
 
 Starts the CrateDB contract double (tests/cratedb_double.py, not CrateDB) and the real ingest server
 as processes, then drives the server from a load process with batches of 1, 100 and 1000 readings:
-first as fast as it answers (closed loop, 32 connections), then paced at half that request rate.
-In the same run it measures how fast the same bodies are merely JSON-parsed, and parsed and
-validated, in one process: the ceilings for a Python service. Each run also reports the CPU that
-the server, the double and the load process used (100 % = one core), which shows where the cores
-went. It does all this for the service with 1 and with 2 worker processes (`--workers`), one after the
-other. Prints a table; the last line is `ingest: <N> readings/s at batch 1000, p99 <X> ms` (X at
-half the maximum rate) for the last worker count.
+first as fast as it answers (closed loop, each connection one request at a time), then paced at
+half that request rate. In the same run it measures how fast the same bodies are merely
+JSON-parsed, and parsed and validated, in one process: the ceilings for a Python service. Each run
+also reports the CPU that the server, the double and the load process used (100 % = one core),
+which shows where the cores went. It does all this for the service with 1 and with 2 worker
+processes, one after the other. Prints a table; the last line is
+`ingest: <N> readings/s at batch 1000, p99 <X> ms` (X at half the maximum rate) for the last
+worker count.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from ingest import tokens
 from ingest.payload import parse_batch
 
 SECRET = b"bench-token-secret-with-32-characters"
-CONCURRENCY = 32
+CONNECTIONS = 32  # default; each keeps one request outstanding
 
 
 def free_port() -> int:
@@ -90,7 +92,7 @@ class _HttpConnection(asyncio.Protocol):
         return await self.answer
 
 
-async def _load(url: str, batch: int, seconds: float, rate: float | None, out) -> None:
+async def _load(url: str, batch: int, seconds: float, rate: float | None, connections: int, out) -> None:
     parts = urllib.parse.urlsplit(url)
     token = tokens.issue(SECRET, "bench")
     requests = [(f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: Bearer {token}\r\n"
@@ -99,13 +101,13 @@ async def _load(url: str, batch: int, seconds: float, rate: float | None, out) -
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
-    interval = CONCURRENCY / rate if rate else 0.0
+    interval = connections / rate if rate else 0.0
     loop = asyncio.get_running_loop()
 
     async def worker(n: int) -> None:
         nonlocal errors
         _, connection = await loop.create_connection(_HttpConnection, parts.hostname, parts.port)
-        next_at = time.perf_counter() + (interval * n / CONCURRENCY)
+        next_at = time.perf_counter() + (interval * n / connections)
         i = n
         while time.perf_counter() < deadline:
             if interval:
@@ -116,18 +118,18 @@ async def _load(url: str, batch: int, seconds: float, rate: float | None, out) -
                 latencies.append(time.perf_counter() - started)
             else:
                 errors += 1
-            i += CONCURRENCY
+            i += connections
         connection.transport.close()
 
     cpu_started = time.process_time()
     started = time.perf_counter()
-    await asyncio.gather(*(worker(n) for n in range(CONCURRENCY)))
+    await asyncio.gather(*(worker(n) for n in range(connections)))
     elapsed = time.perf_counter() - started
     out.put((len(latencies), errors, elapsed, latencies, (time.process_time() - cpu_started) / elapsed))
 
 
-def _load_process(url: str, batch: int, seconds: float, rate: float | None, out) -> None:
-    asyncio.run(_load(url, batch, seconds, rate, out))
+def _load_process(url: str, batch: int, seconds: float, rate: float | None, connections: int, out) -> None:
+    asyncio.run(_load(url, batch, seconds, rate, connections, out))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -140,11 +142,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") + sum(cpu_seconds(int(c)) for c in children)
 
 
-def run_load(url: str, batch: int, seconds: float, rate: float | None = None, watch: dict[str, int] | None = None) -> dict:
+def run_load(url: str, batch: int, seconds: float, rate: float | None = None, watch: dict[str, int] | None = None,
+             connections: int = CONNECTIONS) -> dict:
     """One measured run from a load process of its own; `watch` names processes whose CPU use to report."""
     watch = watch or {}
     queue: multiprocessing.Queue = multiprocessing.Queue()
-    process = multiprocessing.Process(target=_load_process, args=(url, batch, seconds, rate, queue))
+    process = multiprocessing.Process(target=_load_process, args=(url, batch, seconds, rate, connections, queue))
     cpu_before = {name: cpu_seconds(pid) for name, pid in watch.items()}
     wall_started = time.perf_counter()
     process.start()
@@ -220,12 +223,13 @@ def wait_for_listeners(port: int, count: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each measured run")
+    parser.add_argument("--connections", type=int, default=CONNECTIONS, help="load connections, one request each at a time")
     parser.add_argument("--workers", default="1,2", help="INGEST_WORKERS settings to compare, e.g. 1,2")
     args = parser.parse_args()
     worker_counts = [int(w) for w in args.workers.split(",")]
     root = Path(__file__).resolve().parents[1]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"{args.seconds:.0f} s per run, {CONCURRENCY} connections; database: the contract double, not CrateDB")
+          f"{args.seconds:.0f} s per run, {args.connections} connections; database: the contract double, not CrateDB")
     print(f"{'workers':>7} {'batch':>6} {'mode':>10} {'requests/s':>11} {'readings/s':>11} {'p50 ms':>8} {'p99 ms':>8}"
           f" {'errors':>7} {'CPU % server/double/load':>25} {'JSON-only readings/s':>21} {'+validate':>10}")
     ceilings = {batch: parse_ceilings(batch) for batch in (1, 100, 1000)}
@@ -239,8 +243,9 @@ def main() -> None:
                 run_load(url, 10, 1.0)  # warm up
                 watch = {"server": server.pid, "double": double.pid}
                 for batch in (1, 100, 1000):
-                    full = run_load(url, batch, args.seconds, watch=watch)
-                    half = run_load(url, batch, args.seconds, rate=full["requests/s"] / 2, watch=watch)
+                    full = run_load(url, batch, args.seconds, watch=watch, connections=args.connections)
+                    half = run_load(url, batch, args.seconds, rate=full["requests/s"] / 2, watch=watch,
+                                    connections=args.connections)
                     results[workers, batch] = (full, half)
                     for mode, r in (("max", full), ("half rate", half)):
                         cpu = "/".join(f"{r['cpu'][k] * 100:.0f}" for k in ("server", "double", "load"))
