@@ -45,11 +45,6 @@ class CrateDbArgs:
     backup_keys: dict[str, Any] | None = None  # backupAccessKey / backupSecretKey for s3, secret
 
     def __post_init__(self) -> None:
-        nodes = [h for h in self.hosts if "cratedb" in h.spec.services]
-        if not nodes:
-            raise ConfigError("mds:hosts: no host carries the service 'cratedb'")
-        if self.settings.replicas >= len(nodes):
-            raise ConfigError(f"mds:cratedb.replicas: {self.settings.replicas} replicas need more than {len(nodes)} CrateDB hosts")
         unknown = set(self.passwords) - set(USERS)
         if unknown:
             raise ConfigError(f"unknown CrateDB users {sorted(unknown)}; users are {', '.join(USERS)}")

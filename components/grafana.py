@@ -20,7 +20,7 @@ import yaml
 from components import grafana_dashboards as provisioning
 from components.hosts import Host
 from components.swarm_configs import SECRETS_DIR, hashed_config, swarm_secret
-from stack.config import ConfigError, GrafanaSettings
+from stack.config import GrafanaSettings
 from stack.constants import CRATEDB_PG_PORT, CRATEDB_SERVICE
 
 SERVICE = "grafana"
@@ -36,10 +36,6 @@ class GrafanaArgs:
     network: docker.Network
     db_password_secret: docker.Secret  # the CrateDB grafana user's password, from CrateDb
     admin_password: Any = None  # secret Output from the stack config; None: generated
-
-    def __post_init__(self) -> None:
-        if not any(SERVICE in h.spec.services for h in self.hosts):
-            raise ConfigError("mds:hosts: no host carries the service 'grafana'")
 
 
 def provisioning_files(settings: GrafanaSettings) -> dict[str, tuple[str, str]]:

@@ -45,8 +45,6 @@ class IngestArgs:
     secrets: dict[str, Any]  # ingestTokenSecret, edenJwtSecret, ingestTlsCert, ingestTlsKey (optional)
 
     def __post_init__(self) -> None:
-        if not any("ingest" in h.spec.services for h in self.hosts):
-            raise ConfigError("mds:hosts: no host carries the service 'ingest'")
         if self.settings.tls == "provided" and not {"ingestTlsCert", "ingestTlsKey"} <= set(self.secrets):
             raise ConfigError("mds:ingest.tls is 'provided': set the secrets ingestTlsCert and ingestTlsKey "
                               "(pulumi config set --secret ingestTlsCert < cert.pem)")

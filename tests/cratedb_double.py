@@ -233,7 +233,8 @@ def main() -> None:
     state = CrateState(tables={"doc.readings"}, keep_statements=False, users=users)
     double = CrateDouble(state, args.host, args.port)
     # It keeps every key it stored; with the default thresholds the collector rescans them all
-    # again and again, and the double, not the ingest, would set the pace of `ingest.bench`.
+    # again and again, and the double, not the ingest, would set the pace of `ingest.bench`. The
+    # thresholds of ingest/__main__.py, written out: the lab runs this file alone, without `ingest`.
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
     print(f"contract double (not CrateDB) on {args.host}:{args.port}", flush=True)
