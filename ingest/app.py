@@ -16,19 +16,38 @@ from pathlib import Path
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from ingest import eden_jwt, tokens
-from ingest.payload import BadInput, decode_json, parse_batch, parse_eden
+from ingest.payload import BadInput, accepted_window, decode_json, parse_batch, parse_eden
 from ingest.settings import Settings
-from ingest.writer import BatchWriter, CrateRunner, QueueFull, Unavailable, discover_servers
+from ingest.writer import BatchWriter, CrateRunner, QueueFull, RequestRefused, Unavailable, discover_servers
 
 log = logging.getLogger("ingest")
 OPENAPI = Path(__file__).with_name("openapi.json")
 # Bodies are decompressed here, under the size limit, not by aiohttp: an unknown encoding gets a
 # clear 415 and a gzip bomb stops at the limit.
 SERVER_OPTIONS = {"auto_decompress": False}
+_aiohttp_handle_error = RequestHandler.handle_error
+
+
+def _handle_error_without_echo(self, request, status=500, exc=None, message=None):
+    """aiohttp answers a request it cannot parse (a header over 8 KB, a bad request line) with a
+    text that quotes the offending line, and logs it with the same text: for an Authorization
+    header that is a credential. Say what was wrong, never what was sent."""
+    if not 400 <= status < 500:
+        return _aiohttp_handle_error(self, request, status, exc, message)
+    log.warning("refused a malformed request from %s (%d %s)", request.remote, status, type(exc).__name__)
+    response = web.Response(status=status, content_type="application/json", body=orjson.dumps(
+        {"error": "malformed HTTP request (a header or the request line is too long, or it is not HTTP/1.1)"}))
+    response.force_close()
+    return response
+
+
+RequestHandler.handle_error = _handle_error_without_echo  # one place, for every server of this process
+
 SETTINGS = web.AppKey("settings", Settings)
 WRITER = web.AppKey("writer", BatchWriter)
 METRICS = web.AppKey("metrics", object)
@@ -76,31 +95,52 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         raw += chunk
         if len(raw) > limit:
             raise BadInput(413, f"body larger than {limit} bytes")
-    if encoding == "identity":
-        return bytes(raw)
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        body = inflater.decompress(bytes(raw), limit + 1)
-    except zlib.error as e:
-        raise BadInput(400, f"body is not valid gzip: {e}") from None
-    if len(body) > limit or inflater.unconsumed_tail:
-        raise BadInput(413, f"decompressed body larger than {limit} bytes")
-    return body
+    return bytes(raw) if encoding == "identity" else gunzip(bytes(raw), limit)
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """Every member of a gzip stream (RFC 1952 allows several, `gzip -c a b` makes them), each
+    whole with its CRC and length checked; at most `limit` bytes out."""
+    out = bytearray()
+    member = 0
+    while True:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out += inflater.decompress(data, limit + 1 - len(out))
+        except zlib.error as e:
+            raise BadInput(400, f"body is not valid gzip (member {member + 1}): {e}") from None
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise BadInput(413, f"decompressed body larger than {limit} bytes")
+        if not inflater.eof:
+            raise BadInput(400, f"body is not valid gzip: member {member + 1} is cut short (no CRC and length trailer)")
+        data, member = inflater.unused_data, member + 1
+        if not data:
+            return bytes(out)
+        if not data.startswith(b"\x1f\x8b"):
+            raise BadInput(400, f"body is not valid gzip: {len(data)} bytes of something else after member {member}")
+
+
+MAX_CREDENTIAL = 4096  # longer than any token or JWT we issue or accept
 
 
 def authenticate(request: web.Request, *, eden: bool) -> str | None:
-    """The device of a request, from its credential only; None means 401 (without detail)."""
+    """The device of a request, from its credential only; None means 401 (without detail).
+    A device token names its device; an Eden JWT (Eden paths only) gives `eden.<issuer>`, when
+    its role (and issuer, if the stack lists them) is one the stack accepts."""
     settings = request.app[SETTINGS]
     scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not credential:
+    if scheme.lower() != "bearer" or not credential or len(credential) > MAX_CREDENTIAL:
         return None
     credential = credential.strip()
     if credential.startswith(tokens.PREFIX + "."):
         return tokens.verify(settings.token_secret, credential, settings.revoked_devices)
     if eden and settings.eden_jwt_secret:
         claims = eden_jwt.verify(credential, settings.eden_jwt_secret, time.time())
-        if claims and claims["iss"] not in settings.revoked_devices and tokens.DEVICE_ID.match(claims["iss"]):
-            return claims["iss"]
+        if (not claims or claims.get("role") not in settings.eden_roles
+                or (settings.eden_issuers and claims["iss"] not in settings.eden_issuers)):
+            return None
+        device = eden_jwt.device_id(claims["iss"])
+        return None if device in settings.revoked_devices or claims["iss"] in settings.revoked_devices else device
     return None
 
 
@@ -115,29 +155,35 @@ async def ingest(request: web.Request, *, eden: bool) -> web.Response:
     try:
         doc = decode_json(await read_body(request, settings.max_body_bytes))
         parse = parse_eden if eden else parse_batch
-        rows = parse(doc, device, now_ms=int(time.time() * 1000), past_ms=int(settings.max_past_s * 1000),
-                     future_ms=int(settings.max_future_s * 1000), limit=settings.max_batch_readings)
+        window = accepted_window(int(time.time() * 1000), settings.max_past_s, settings.max_future_s, settings.retention_months)
+        rows = parse(doc, device, window=window, limit=settings.max_batch_readings)
     except BadInput as e:
         metrics.rejected.labels(reason=str(e.status)).inc()
         return error(e.status, e.message, e.index)
     try:
-        failures = await request.app[WRITER].submit(rows)
+        written = await request.app[WRITER].submit(rows)
     except QueueFull:
         metrics.rejected.labels(reason="429").inc(len(rows))
-        return error(429, "too many readings are waiting for the database; retry later", retry_after=settings.retry_after_s)
+        return error(429, "too many readings are waiting for the database; nothing was stored; retry later",
+                     retry_after=settings.retry_after_s)
     except Unavailable:
         metrics.rejected.labels(reason="503").inc(len(rows))
-        return error(503, "the database did not take the batch; nothing was stored; retry later",
-                     retry_after=settings.retry_after_s)
-    if failures:
-        metrics.accepted.inc(len(rows) - len(failures))
-        metrics.rejected.labels(reason="row").inc(len(failures))
-        first = failures[0]
-        body = {"error": f"{len(failures)} of {len(rows)} readings were refused by the database; the others are stored",
-                "index": first.index, "failed": [{"index": f.index, "code": f.code, "message": f.message} for f in failures]}
+        return error(503, "the database did not confirm the batch: it may not have been stored; retrying is safe "
+                          "(a reading stored once is never stored twice)", retry_after=settings.retry_after_s)
+    except RequestRefused as e:
+        metrics.rejected.labels(reason="refused").inc(len(rows))
+        reason = f"{e.code} {e.message}" if e.code else e.message
+        return error(422, f"the database refused this batch ({reason}); nothing of it was stored; "
+                          "sending it again cannot succeed")
+    metrics.accepted.inc(written.stored)
+    if written.failures:
+        metrics.rejected.labels(reason="row").inc(len(written.failures))
+        body = {"error": f"{len(written.failures)} of {len(rows)} readings were refused by the database; "
+                         "the others are stored",
+                "stored": written.stored, "index": written.failures[0].index,
+                "failed": [{"index": f.index, "code": f.code, "message": f.message} for f in written.failures]}
         return web.Response(status=422, body=orjson.dumps(body), content_type="application/json")
-    metrics.accepted.inc(len(rows))
-    return web.Response(body=orjson.dumps({"stored": len(rows), "device": device}), content_type="application/json")
+    return web.Response(body=orjson.dumps({"stored": written.stored, "device": device}), content_type="application/json")
 
 
 async def readings(request: web.Request) -> web.Response:

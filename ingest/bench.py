@@ -32,7 +32,7 @@ from pathlib import Path
 import orjson
 
 from ingest import tokens
-from ingest.payload import parse_batch
+from ingest.payload import accepted_window, parse_batch
 
 SECRET = b"bench-token-secret-with-32-characters"
 CONNECTIONS = 32  # default; each keeps one request outstanding
@@ -178,7 +178,7 @@ def parse_ceilings(batch: int, seconds: float = 1.5) -> tuple[float, float]:
         return done / (time.perf_counter() - started)
 
     return rate(orjson.loads), rate(lambda body: parse_batch(
-        orjson.loads(body), "bench", now_ms=now, past_ms=86_400_000, future_ms=300_000, limit=10_000))
+        orjson.loads(body), "bench", window=accepted_window(now, 86_400, 300), limit=10_000))
 
 
 def wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:

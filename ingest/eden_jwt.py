@@ -1,5 +1,11 @@
-"""HS256 JWTs of the original Eden agents: claims `iss` (the device) and `role`; `exp` honoured
-when present. Anything malformed is just "not authenticated" (Eden crashed on it)."""
+"""HS256 JWTs of the original Eden agents: claims `iss` (the device's name, e.g. "Raspberry 1")
+and `role`; `exp` honoured when present. Anything malformed is just "not authenticated" (Eden
+crashed on it).
+
+Every Eden device holds the one shared secret, so an Eden identity is kept apart from the
+per-device tokens: it becomes the device id `eden.<issuer>` (see `device_id`), a name no device
+token can carry, and eden-server's own rule applies: the role must be one the stack accepts (and
+the issuer one it lists, when it lists any)."""
 
 from __future__ import annotations
 
@@ -7,8 +13,23 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 
 import orjson
+
+PREFIX = "eden."
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def device_id(issuer: str) -> str:
+    """`eden.<issuer>` when the issuer is a plain name; otherwise its unsafe characters become
+    `-` and a hash of the exact issuer follows, so that two issuers never share a device id:
+    "Raspberry 1" -> "eden.Raspberry-1-<8 hex digits>". At most 64 characters."""
+    slug = _UNSAFE.sub("-", issuer).strip("-._") or "device"
+    if slug == issuer and len(slug) <= 64 - len(PREFIX):
+        return PREFIX + slug
+    digest = hashlib.sha256(issuer.encode()).hexdigest()[:8]
+    return f"{PREFIX}{slug[:64 - len(PREFIX) - 9]}-{digest}"
 
 
 def _b64decode(part: str) -> bytes:

@@ -7,13 +7,37 @@ A row is the parameter list of the INSERT in `writer.INSERT_COLUMNS`:
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from math import isfinite
-from datetime import datetime
 
 import orjson
 
 MAX_SENSOR = 128
+MAX_UNIT = 32
 MAX_TEXT = 4096
+# `meta` becomes part of every row: bounded so that one request cannot exhaust the client's
+# serialiser (about 250 levels) or add thousands of columns to the table.
+MAX_META_DEPTH = 8
+MAX_META_KEYS = 100  # keys at all levels together
+MAX_META_BYTES = 8192  # as JSON
+MAX_META_KEY = 64
+
+# Names (sensor, unit, meta keys) are printable text: no control, format (zero-width, bidi
+# overrides), surrogate, private-use or line/paragraph separator characters (Unicode categories
+# Cc, Cf, Cs, Co, Zl, Zp), and not whitespace only. The same pattern is in openapi.json.
+NAME_EXCLUDED = ("\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u0600-\\u0605\\u061c\\u06dd\\u070f\\u0890-\\u0891"
+                 "\\u08e2\\u180e\\u200b-\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u206f\\ud800-\\uf8ff"
+                 "\\ufeff\\ufff9-\\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3"
+                 "\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f\U000f0000-\U0010ffff")
+NAME_PATTERN = f"^[^{NAME_EXCLUDED}]*[^{NAME_EXCLUDED}\\s][^{NAME_EXCLUDED}]*$"
+_NAME = re.compile(NAME_PATTERN)
+_good_names: set[str] = set()  # names seen valid: sensors repeat, the check runs once per name
+
+# RFC 3339 date-time, exactly: ASCII digits, `T`/`t`, `Z`/`z` or a numeric offset with a colon.
+_RFC3339 = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
+                      r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))")
 
 
 class BadInput(Exception):
@@ -29,24 +53,64 @@ def decode_json(body: bytes):
         raise BadInput(400, f"body is not valid JSON ({e}); NaN and Infinity are not JSON") from None
 
 
-def _timestamp_ms(value, where: str, index: int, now_ms: int, past_ms: int, future_ms: int) -> int:
+@dataclass(frozen=True)
+class Window:
+    """The accepted timestamps, in epoch ms: `low` to `high` inclusive, `text` says why."""
+    low: int
+    high: int
+    text: str
+
+
+def accepted_window(now_ms: int, past_s: float, future_s: float, retention_months: int = 0) -> Window:
+    """`past_s` back to `future_s` ahead of now; with retention, not before the oldest month that
+    retention keeps (a reading older than that would be acknowledged, then dropped within a day)."""
+    low, text = now_ms - int(past_s * 1000), f"{int(past_s)} s before to {int(future_s)} s after the server's clock"
+    if retention_months > 0:
+        now = datetime.fromtimestamp(now_ms / 1000, timezone.utc)
+        month = now.year * 12 + now.month - 1 - retention_months
+        kept_from = datetime(month // 12, month % 12 + 1, 1, tzinfo=timezone.utc)
+        if int(kept_from.timestamp() * 1000) > low:
+            low = int(kept_from.timestamp() * 1000)
+            text = (f"from {kept_from:%Y-%m-%d}, the oldest month that retention ({retention_months} months) keeps, "
+                    f"to {int(future_s)} s after the server's clock")
+    return Window(low, now_ms + int(future_s * 1000), text)
+
+
+def _rfc3339_ms(value: str, where: str, index: int) -> int:
+    m = _RFC3339.fullmatch(value)
+    if m is None:
+        raise BadInput(422, f"{where}: ts {value[:40]!r} is not an RFC 3339 timestamp "
+                            "(e.g. 2026-12-01T19:00:00.123Z or 2026-12-01T20:00:00+01:00)", index)
+    year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
+    fraction, sign, off_h, off_m = m.group(7), m.group(8), m.group(9), m.group(10)
+    if second == 60:
+        raise BadInput(422, f"{where}: ts {value[:40]!r} is a leap second; send :59.999 instead", index)
+    try:
+        offset = timedelta(hours=int(off_h), minutes=int(off_m)) if sign else timedelta(0)
+        if sign and (int(off_h) > 23 or int(off_m) > 59):
+            raise ValueError("the offset is out of range")
+        moment = datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
+    except ValueError as e:
+        raise BadInput(422, f"{where}: ts {value[:40]!r} is not a valid date and time ({e})", index) from None
+    if sign == "-":
+        offset = -offset
+    millis = int((fraction or "0")[:3].ljust(3, "0"))
+    return (int(moment.timestamp()) - int(offset.total_seconds())) * 1000 + millis
+
+
+def _timestamp_ms(value, where: str, index: int, window: Window) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise BadInput(422, f"{where}: ts must be epoch milliseconds or an RFC 3339 text", index)
     if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise BadInput(422, f"{where}: ts {value[:40]!r} is not an RFC 3339 timestamp", index) from None
-        if parsed.tzinfo is None:
-            raise BadInput(422, f"{where}: ts {value[:40]!r} has no time zone", index)
-        ms = int(parsed.timestamp() * 1000)
-    else:
-        if isinstance(value, float) and not math.isfinite(value):
-            raise BadInput(422, f"{where}: ts is not a finite number", index)
+        ms = _rfc3339_ms(value, where, index)
+    elif isinstance(value, float):
+        if not math.isfinite(value) or value != int(value):
+            raise BadInput(422, f"{where}: ts {value!r} is not a whole number of milliseconds", index)
         ms = int(value)
-    if ms < now_ms - past_ms or ms > now_ms + future_ms:
-        raise BadInput(422, f"{where}: ts {ms} is outside the accepted window "
-                            f"({past_ms // 1000} s before to {future_ms // 1000} s after the server's clock)", index)
+    else:
+        ms = value
+    if not window.low <= ms <= window.high:
+        raise BadInput(422, f"{where}: ts {ms} is outside the accepted window ({window.text})", index)
     return ms
 
 
@@ -64,16 +128,57 @@ def _reading(value, where: str, index: int) -> dict:
     raise BadInput(422, f"{where}: value must be a number, text or boolean", index)
 
 
-def _name(value, what: str, where: str, index: int, limit: int = MAX_SENSOR) -> str:
+def _printable(name: str) -> bool:
+    if name in _good_names:
+        return True
+    if _NAME.match(name) is None:
+        return False
+    if len(_good_names) < 100_000:
+        _good_names.add(name)
+    return True
+
+
+def _name(value, what: str, where: str, index: int | None, limit: int = MAX_SENSOR) -> str:
     if not isinstance(value, str) or not value or len(value) > limit:
         raise BadInput(422, f"{where}: {what} must be a non-empty text of at most {limit} characters", index)
+    if not _printable(value):
+        raise BadInput(422, f"{where}: {what} {value[:40]!r} holds a control, format or separator character, "
+                            "or only white space", index)
     return value
 
 
 def _unit(value, where: str, index: int) -> str | None:
     if value is None:
         return None
-    return _name(value, "unit", where, index, 32)
+    return _name(value, "unit", where, index, MAX_UNIT)
+
+
+def check_meta(meta, where: str = "meta", index: int | None = None) -> dict | None:
+    """`meta` as given, once it is known to be a small object of printable keys."""
+    if meta is None:
+        return None
+    if not isinstance(meta, dict):
+        raise BadInput(422, f"{where} must be an object", index)
+    keys = 0
+    stack = [(meta, where, 1)]
+    while stack:
+        node, path, depth = stack.pop()
+        if depth > MAX_META_DEPTH:
+            raise BadInput(422, f"{path}: nested deeper than {MAX_META_DEPTH} levels", index)
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in items:
+            if isinstance(node, dict):
+                keys += 1
+                if keys > MAX_META_KEYS:
+                    raise BadInput(422, f"{where} has more than {MAX_META_KEYS} keys (all levels together)", index)
+                _name(key, "key", path, index, MAX_META_KEY)
+                if key.startswith("_") or any(c in key for c in ".[]'\""):
+                    raise BadInput(422, f"{path}: key {key[:40]!r} may not start with '_' or hold . [ ] ' \"", index)
+            if isinstance(value, (dict, list)):
+                stack.append((value, f"{path}.{key}" if isinstance(node, dict) else f"{path}[{key}]", depth + 1))
+    if len(orjson.dumps(meta)) > MAX_META_BYTES:
+        raise BadInput(422, f"{where} is larger than {MAX_META_BYTES} bytes as JSON", index)
+    return meta
 
 
 def _check_count(items, limit: int, what: str) -> None:
@@ -83,6 +188,20 @@ def _check_count(items, limit: int, what: str) -> None:
         raise BadInput(422, f"{what} is empty: send at least one reading")
     if len(items) > limit:
         raise BadInput(413, f"{what} holds {len(items)} readings; at most {limit} per request")
+
+
+def _check_unique(rows: list[list], where) -> None:
+    """Two readings with one key (sensor, ts) in one request: the database would keep the first
+    and skip the second as a retry, so the answer would claim more than was stored. Refused."""
+    keys = [(row[2], row[0]) for row in rows]
+    if len(set(keys)) == len(keys):
+        return
+    first: dict[tuple, int] = {}
+    for i, key in enumerate(keys):
+        if key in first:
+            raise BadInput(422, f"{where(i)} repeats sensor {key[0][:40]!r} at ts {key[1]} of {where(first[key])}: "
+                                "a reading's key is (sensor, ts in milliseconds); send one value per key", i)
+        first[key] = i
 
 
 READING_FIELDS = frozenset({"ts", "sensor", "value", "unit"})
@@ -99,10 +218,10 @@ def _check_reading(r, i: int) -> None:
         raise BadInput(422, f"{where}: value is missing", i)
 
 
-def parse_batch(doc, agent: str, *, now_ms: int, past_ms: int, future_ms: int, limit: int) -> list[list]:
+def parse_batch(doc, agent: str, *, window: Window, limit: int) -> list[list]:
     """`POST /v1/readings`: {"readings": [{"ts", "sensor", "value", "unit"?}], "meta"?: {}}.
 
-    The loop takes the common shapes (integer ts, short names, finite float) inline and hands
+    The loop takes the common shapes (integer ts, known names, finite float) inline and hands
     anything else to the checking functions, which accept or explain it: validation is most of
     the service's CPU per reading."""
     if not isinstance(doc, dict):
@@ -110,12 +229,10 @@ def parse_batch(doc, agent: str, *, now_ms: int, past_ms: int, future_ms: int, l
     unknown = set(doc) - {"readings", "meta"}
     if unknown:
         raise BadInput(422, f"unknown field(s) {', '.join(sorted(map(str, unknown)))}; allowed: readings, meta")
-    meta = doc.get("meta")
-    if meta is not None and not isinstance(meta, dict):
-        raise BadInput(422, "meta must be an object")
+    meta = check_meta(doc.get("meta"))
     readings = doc.get("readings")
     _check_count(readings, limit, "readings")
-    low, high = now_ms - past_ms, now_ms + future_ms
+    low, high, good = window.low, window.high, _good_names
     rows = []
     append = rows.append
     for i, r in enumerate(readings):
@@ -123,34 +240,36 @@ def parse_batch(doc, agent: str, *, now_ms: int, past_ms: int, future_ms: int, l
             _check_reading(r, i)
         ts, sensor, value, unit = r.get("ts"), r.get("sensor"), r["value"], r.get("unit")
         if type(ts) is not int or not low <= ts <= high:
-            ts = _timestamp_ms(ts, f"readings[{i}]", i, now_ms, past_ms, future_ms)
-        if type(sensor) is not str or not 0 < len(sensor) <= MAX_SENSOR:
+            ts = _timestamp_ms(ts, f"readings[{i}]", i, window)
+        if type(sensor) is not str or sensor not in good or len(sensor) > MAX_SENSOR:
             _name(sensor, "sensor", f"readings[{i}]", i)
         if type(value) is float and isfinite(value):
             reading = {"num": value}
         else:
             reading = _reading(value, f"readings[{i}]", i)
-        if unit is not None and (type(unit) is not str or not 0 < len(unit) <= 32):
+        if unit is not None and (type(unit) is not str or unit not in good or len(unit) > MAX_UNIT):
             _unit(unit, f"readings[{i}]", i)
         append([ts, agent, sensor, reading, unit, meta])
+    _check_unique(rows, lambda i: f"readings[{i}]")
     return rows
 
 
-def parse_eden(doc, agent: str, *, now_ms: int, past_ms: int, future_ms: int, limit: int) -> list[list]:
+def parse_eden(doc, agent: str, *, window: Window, limit: int) -> list[list]:
     """The original Eden payload: a list of messages
     {"meta": {"name"}, "data": [{"sensor", "value", "unit"} | {"Simple": {"name", "value", "unit"}}],
      "timestamp": <epoch ms>}; the index in errors counts readings across messages."""
     if not isinstance(doc, list):
         raise BadInput(422, "an Eden body must be a JSON list of messages")
     rows: list[list] = []
+    places: list[str] = []
     for m, message in enumerate(doc):
         where = f"[{m}]"
         if not isinstance(message, dict) or not isinstance(message.get("data"), list):
             raise BadInput(422, f"{where}: a message needs a `data` list", len(rows))
-        meta = message.get("meta")
-        if meta is not None and not isinstance(meta, dict):
-            raise BadInput(422, f"{where}.meta must be an object", len(rows))
-        ts = _timestamp_ms(message.get("timestamp"), f"{where}.timestamp", len(rows), now_ms, past_ms, future_ms)
+        if not message["data"]:
+            raise BadInput(422, f"{where}.data is empty: send at least one reading", len(rows))
+        meta = check_meta(message.get("meta"), f"{where}.meta", len(rows))
+        ts = _timestamp_ms(message.get("timestamp"), f"{where}.timestamp", len(rows), window)
         for d, item in enumerate(message["data"]):
             index, item_where = len(rows), f"{where}.data[{d}]"
             if isinstance(item, dict) and isinstance(item.get("Simple"), dict):
@@ -161,8 +280,10 @@ def parse_eden(doc, agent: str, *, now_ms: int, past_ms: int, future_ms: int, li
                 raise BadInput(422, f"{item_where}: needs `{sensor_key}` and `value`", index)
             rows.append([ts, agent, _name(item.get(sensor_key), sensor_key, item_where, index),
                          _reading(item["value"], item_where, index), _unit(item.get("unit"), item_where, index), meta])
+            places.append(item_where)
             if len(rows) > limit:
                 raise BadInput(413, f"the body holds more than {limit} readings; at most {limit} per request")
     if not rows:
         raise BadInput(422, "the body holds no readings")
+    _check_unique(rows, places.__getitem__)
     return rows

@@ -8,9 +8,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
+
 
 class SettingsError(ValueError):
     pass
+
+
+def _bad(var: str, raw: str, allowed: str):
+    raise SettingsError(f"{var}: {raw[:80]!r} is not {allowed}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,9 +28,12 @@ class Settings:
     crate_password: str = field(default="", repr=False)
     token_secret: bytes = field(default=b"", repr=False)
     eden_jwt_secret: bytes | None = field(default=None, repr=False)
+    eden_roles: frozenset[str] = frozenset({"sensor"})  # the `role` claims accepted (eden-server's ACL)
+    eden_issuers: frozenset[str] = frozenset()  # the `iss` claims accepted; empty: any
     revoked_devices: frozenset[str] = frozenset()
     table: str = "doc.readings"
     node_name: str | None = None  # this host's name: the CrateDB node on it is preferred
+    bind: str | None = None  # address to listen on; None: every interface
     port: int = 8080
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -38,6 +47,7 @@ class Settings:
     write_timeout_s: float = 10.0
     max_past_s: float = 30 * 86400  # oldest accepted timestamp, relative to now
     max_future_s: float = 300.0  # clock skew tolerated ahead of now
+    retention_months: int = 0  # with retention, nothing older than the oldest month it keeps
     retry_after_s: int = 2
 
     @classmethod
@@ -74,6 +84,18 @@ class Settings:
             if not url.startswith(("http://", "https://")):
                 raise SettingsError(f"INGEST_CRATE_URLS: {url!r} is not an http(s) URL")
         eden = read_file("INGEST_EDEN_JWT_SECRET_FILE")
+
+        def names(var: str, default: frozenset[str]) -> frozenset[str]:
+            raw = env.get(var)
+            if raw is None:
+                return default
+            try:
+                value = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                value = None
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise SettingsError(f"{var}: {raw[:80]!r} is not a JSON list of non-empty texts")
+            return frozenset(value)
         cert, key = env.get("INGEST_TLS_CERT") or None, env.get("INGEST_TLS_KEY") or None
         if bool(cert) != bool(key):
             raise SettingsError("INGEST_TLS_CERT and INGEST_TLS_KEY: set both or neither")
@@ -85,9 +107,12 @@ class Settings:
             crate_password=read_file("INGEST_CRATE_PASSWORD_FILE") or env.get("INGEST_CRATE_PASSWORD", ""),
             token_secret=secret.encode(),
             eden_jwt_secret=eden.encode() if eden else None,
+            eden_roles=names("INGEST_EDEN_ROLES", frozenset({"sensor"})),
+            eden_issuers=names("INGEST_EDEN_ISSUERS", frozenset()),
             revoked_devices=frozenset(d.strip() for d in env.get("INGEST_REVOKED_DEVICES", "").split(",") if d.strip()),
             table=env.get("INGEST_TABLE", "doc.readings"),
             node_name=env.get("NODE_NAME") or None,
+            bind=env.get("INGEST_BIND") or None,
             port=number("INGEST_PORT", 8080),
             tls_cert=cert,
             tls_key=key,
@@ -101,4 +126,6 @@ class Settings:
             write_timeout_s=number("INGEST_WRITE_TIMEOUT_S", 10.0, float),
             max_past_s=number("INGEST_MAX_PAST_S", 30 * 86400.0, float),
             max_future_s=number("INGEST_MAX_FUTURE_S", 300.0, float),
+            retention_months=int(env.get("INGEST_RETENTION_MONTHS") or 0) if (env.get("INGEST_RETENTION_MONTHS") or "0").isdigit()
+            else _bad("INGEST_RETENTION_MONTHS", env["INGEST_RETENTION_MONTHS"], "a whole number of months (0: keep all)"),
         )

@@ -17,6 +17,7 @@ from pathlib import Path
 
 PREFIX = "mds1"
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+RESERVED = "eden."  # device ids of Eden JWT issuers (ingest/eden_jwt.py): never a token's
 
 
 def _signature(secret: bytes, device: str) -> str:
@@ -27,6 +28,8 @@ def _signature(secret: bytes, device: str) -> str:
 def issue(secret: bytes, device: str) -> str:
     if not DEVICE_ID.match(device):
         raise ValueError(f"device id {device!r}: use 1-64 letters, digits, '.', '_' or '-'")
+    if device.startswith(RESERVED):
+        raise ValueError(f"device id {device!r}: ids starting with {RESERVED!r} belong to Eden devices")
     return f"{PREFIX}.{device}.{_signature(secret, device)}"
 
 
@@ -34,7 +37,7 @@ def verify(secret: bytes, token: str, revoked: frozenset[str] = frozenset()) -> 
     """The device a token belongs to, or None (malformed, forged or revoked: the caller says 401)."""
     prefix, _, rest = token.partition(".")
     device, _, signature = rest.rpartition(".")
-    if prefix != PREFIX or not DEVICE_ID.match(device):
+    if prefix != PREFIX or not DEVICE_ID.match(device) or device.startswith(RESERVED):
         return None
     if not hmac.compare_digest(signature.encode(), _signature(secret, device).encode()):
         return None

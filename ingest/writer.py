@@ -3,6 +3,13 @@
 A request's rows join a queue; a flush sends up to `flush_rows` rows as one `bulk_args` insert
 (when it is due: see `BatchWriter`); each request learns the result of its own rows. The insert
 ignores rows whose key exists (`ON CONFLICT DO NOTHING`), so a retried batch never duplicates.
+
+What CrateDB 6.4's answers mean (REFERENCE.md, A, from its source): rowcount 1 is stored; -2 is
+a shard-level failure (codes 5000/5002, or no error object at all), so "not stored, retry" unless
+its code is a 4xxx; 0 is either a key that exists (a retry) or a row skipped because its partition
+was missing from the coordinator's metadata, so it is confirmed by reading the key back; a bad
+value fails the whole bulk request with HTTP 400, so the requests of that insert are written one
+by one to find the one the database refuses.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from dataclasses import dataclass
 
 import orjson
 from crate.client.exceptions import ConnectionError as CrateConnectionError
-from crate.client.http import Client
+from crate.client.http import Client, _raise_for_status
 
 log = logging.getLogger("ingest.writer")
 
@@ -39,11 +46,46 @@ class QueueFull(Exception):
     """More readings wait than the queue holds (429)."""
 
 
+class RequestRefused(Exception):
+    """CrateDB refused the request for its content (HTTP 400, a 4xxx code): nothing of it is
+    stored, and sending it again cannot succeed (422)."""
+
+    def __init__(self, code: int | None, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
 @dataclass(frozen=True)
 class RowFailure:
     index: int  # within its request
     code: int | None
     message: str
+
+
+@dataclass(frozen=True)
+class Written:
+    stored: int  # readings of the request that CrateDB holds now
+    failures: list[RowFailure]  # readings it refused for good (4xxx), the others are stored
+
+
+class _Client(Client):
+    """The `crate` client, but a 400 answer raises `RequestRefused` with CrateDB's error code
+    (the client's ProgrammingError drops it, and the code decides between 422 and 503).
+    Overrides a private method of crate 2.x (pinned below 3 in ingest/requirements.txt); bodies
+    go uncompressed, as `CrateRunner` configures anyway."""
+
+    def _json_request(self, method, path, data):
+        response = self._request(method, path, data=data, headers={"Accept-Encoding": "gzip, deflate"})
+        if response.status == 400 and response.headers.get("content-type", "").startswith("application/json"):
+            error = orjson.loads(response.data).get("error") or {}
+            raise RequestRefused(error.get("code"), str(error.get("message", "refused"))[:500])
+        _raise_for_status(response)
+        return orjson.loads(response.data)
+
+
+def _refusal(code) -> bool:
+    """A per-row error that retrying cannot fix: CrateDB's 4xxx codes."""
+    return isinstance(code, int) and (4000 <= code < 5000 or 40000 <= code < 50000)
 
 
 class CrateRunner:
@@ -71,8 +113,8 @@ class CrateRunner:
 
     def _use(self, servers: list[str]) -> None:
         self.servers = servers
-        self.local = Client(servers[:1], **self.client_options) if servers else None
-        self.others = Client(servers[1:], **self.client_options) if len(servers) > 1 else None
+        self.local = _Client(servers[:1], **self.client_options) if servers else None
+        self.others = _Client(servers[1:], **self.client_options) if len(servers) > 1 else None
 
     def _rediscover(self) -> None:
         if self.discover is None or time.monotonic() - self.discovered_at < self.REDISCOVER_S:
@@ -83,22 +125,42 @@ class CrateRunner:
             log.info("CrateDB endpoints, preferred first: %s", ", ".join(servers))
             self._use(servers)
 
-    def bulk_insert(self, stmt: str, rows: list[list]) -> list[dict]:
+    def _sql(self, stmt: str, **parameters) -> dict:
         if self.local is None:
             self._rediscover()
             if self.local is None:
                 raise CrateConnectionError("no CrateDB node found")
         try:
             try:
-                return self.local.sql(stmt, bulk_parameters=rows)["results"]
+                return self.local.sql(stmt, **parameters)
             except CrateConnectionError:
                 if self.others is None:
                     raise
                 log.warning("local CrateDB node %s unavailable; writing through the others", self.servers[0])
-                return self.others.sql(stmt, bulk_parameters=rows)["results"]
+                return self.others.sql(stmt, **parameters)
         except CrateConnectionError:
             self._rediscover()
             raise
+        except orjson.JSONEncodeError as e:  # a value the client cannot serialise: the request's fault
+            raise RequestRefused(None, f"a value cannot be sent to the database: {e}") from None
+
+    def bulk_insert(self, stmt: str, rows: list[list]) -> list[dict]:
+        return self._sql(stmt, bulk_parameters=rows)["results"]
+
+    def existing_keys(self, table: str, keys: list[tuple[str, str, int]]) -> set[tuple[str, str, int]]:
+        """Which of these (agent, sensor, ts) keys the table holds: primary-key lookups, which
+        see a write at once (no refresh needed)."""
+        found: set[tuple[str, str, int]] = set()
+        for start in range(0, len(keys), 100):
+            chunk = keys[start:start + 100]
+            where = " OR ".join(["(agent = ? AND sensor = ? AND ts = ?)"] * len(chunk))
+            try:
+                answer = self._sql(f"SELECT agent, sensor, ts FROM {table} WHERE {where}",
+                                   parameters=[v for key in chunk for v in key])
+            except RequestRefused as e:  # our query, not the request, failed: try again later
+                raise Unavailable(f"cannot confirm stored readings: {e}") from None
+            found.update((agent, sensor, ts) for agent, sensor, ts in answer["rows"])
+        return found
 
     def ping(self) -> bool:
         if self.local is None:
@@ -154,6 +216,7 @@ class BatchWriter:
     def __init__(self, runner: CrateRunner, *, table: str, flush_rows: int, linger_ms: float,
                  max_inflight: int, queue_rows: int, write_timeout_s: float, metrics) -> None:
         self.runner = runner
+        self.table = table
         self.stmt = insert_statement(table)
         self.flush_rows = flush_rows
         self.eager_rows = max(1, flush_rows // 10)
@@ -173,8 +236,9 @@ class BatchWriter:
     def start(self) -> None:
         self._loop_task = asyncio.get_running_loop().create_task(self._run())
 
-    async def submit(self, rows: list[list]) -> list[RowFailure]:
-        """Resolve once CrateDB committed the rows (or rejected some of them); raise otherwise."""
+    async def submit(self, rows: list[list]) -> Written:
+        """Resolve once CrateDB holds the rows (or refused some for good); raise otherwise:
+        `Unavailable` (retry), `RequestRefused` (do not), `QueueFull`."""
         if self._loop_task is None or self._loop_task.done():
             raise Unavailable("the writer is stopped")
         if self.waiting_rows + len(rows) > self.queue_rows:
@@ -229,32 +293,80 @@ class BatchWriter:
         self.wakeup.set()  # a slot is free, and what gathered meanwhile is due
 
     async def _flush(self, batch: list[_Pending], count: int) -> None:
-        rows = [row for pending in batch for row in pending.rows]
+        rows = sum(len(pending.rows) for pending in batch)
         started = time.perf_counter()
         try:
-            results = await asyncio.wait_for(asyncio.to_thread(self.runner.bulk_insert, self.stmt, rows), self.write_timeout)
-            if len(results) != len(rows):
-                raise Unavailable(f"CrateDB answered {len(results)} results for {len(rows)} rows")
+            outcomes = await asyncio.wait_for(asyncio.to_thread(self._write, batch), self.write_timeout)
         except Exception as e:  # noqa: BLE001 - whatever failed, nothing of the batch is acknowledged
             self.last_write_failed = True
             self.metrics.crate_errors.labels(kind=type(e).__name__).inc()
-            log.warning("bulk insert of %d rows failed: %s", len(rows), e)
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(Unavailable(str(e)))
-            return
+            log.warning("bulk insert of %d rows failed: %s", rows, e)
+            outcomes = [Unavailable(str(e))] * len(batch)
+        else:
+            self.last_write_failed = False
+            self.metrics.write_latency.observe(time.perf_counter() - started)
+            self.metrics.batch_rows.observe(rows)
         finally:
             self.waiting_rows -= count
             self.metrics.queue_depth.set(self.waiting_rows)
-        self.last_write_failed = False
-        self.metrics.write_latency.observe(time.perf_counter() - started)
-        self.metrics.batch_rows.observe(len(rows))
+        for pending, outcome in zip(batch, outcomes):
+            if pending.future.done():
+                continue
+            if isinstance(outcome, Exception):
+                pending.future.set_exception(outcome)
+            else:
+                pending.future.set_result(outcome)
+
+    def _write(self, batch: list[_Pending]) -> list[Written | Exception]:
+        """Blocking, in a worker thread: one bulk insert for the batch; if CrateDB refuses it for
+        a value (the whole request fails), each request again on its own, so that only the one
+        with the bad value is refused and the others are stored."""
+        try:
+            return self._outcomes(batch, self.runner.bulk_insert(self.stmt, [r for p in batch for r in p.rows]))
+        except RequestRefused as refused:
+            if len(batch) == 1:
+                return [refused]
+            log.warning("CrateDB refused a bulk insert of %d requests (%s); writing them one by one", len(batch), refused)
+        outcomes: list[Written | Exception] = []
+        for pending in batch:
+            try:
+                outcomes += self._outcomes([pending], self.runner.bulk_insert(self.stmt, pending.rows))
+            except RequestRefused as refused:
+                outcomes.append(refused)
+        return outcomes
+
+    def _outcomes(self, batch: list[_Pending], results: list[dict]) -> list[Written | Exception]:
+        rows = sum(len(pending.rows) for pending in batch)
+        if len(results) != rows:
+            raise Unavailable(f"CrateDB answered {len(results)} results for {rows} rows")
+        unconfirmed = [row for pending, mine in self._split(batch, results)
+                       for row, result in zip(pending.rows, mine) if result.get("rowcount") == 0]
+        present = self.runner.existing_keys(self.table, [(r[1], r[2], r[0]) for r in unconfirmed]) if unconfirmed else set()
+        outcomes: list[Written | Exception] = []
+        for pending, mine in self._split(batch, results):
+            failures, retry, missing = [], 0, 0
+            for i, (row, result) in enumerate(zip(pending.rows, mine)):
+                count = result.get("rowcount")
+                if count == 1:
+                    continue
+                if count == 0:
+                    missing += (row[1], row[2], row[0]) not in present
+                    continue
+                error = result.get("error") or {}
+                if _refusal(error.get("code")):
+                    failures.append(RowFailure(i, error["code"], str(error.get("message", "row refused"))[:500]))
+                else:  # a shard failed (5000/5002, or no error object): not stored, the retry may be
+                    retry += 1
+            if retry or missing:
+                self.metrics.crate_errors.labels(kind="rows not stored" if retry else "rows not confirmed").inc()
+                outcomes.append(Unavailable(f"{retry + missing} of {len(pending.rows)} readings were not stored"))
+            else:
+                outcomes.append(Written(len(pending.rows) - len(failures), failures))
+        return outcomes
+
+    @staticmethod
+    def _split(batch: list[_Pending], results: list[dict]):
         offset = 0
         for pending in batch:
-            mine = results[offset:offset + len(pending.rows)]
+            yield pending, results[offset:offset + len(pending.rows)]
             offset += len(pending.rows)
-            # rowcount 1: inserted; 0: the key existed (a retry); -2: this row failed.
-            failures = [RowFailure(i, (r.get("error") or {}).get("code"), (r.get("error") or {}).get("message", "row failed"))
-                        for i, r in enumerate(mine) if r.get("rowcount", 1) < 0]
-            if not pending.future.done():
-                pending.future.set_result(failures)

@@ -40,7 +40,11 @@ class CrateState:
     statements: list[str] = field(default_factory=list)
     readings: dict[tuple, list] = field(default_factory=dict)  # (agent, sensor, ts) -> row
     node_name: str = "double-1"
-    fail_sensors: set[str] = field(default_factory=set)  # rows of these sensors fail (rowcount -2)
+    fail_sensors: set[str] = field(default_factory=set)  # rows of these sensors are refused (-2, 4003)
+    shard_fail_sensors: set[str] = field(default_factory=set)  # rows of these fail on their shard (-2, 5002)
+    lost_partition_sensors: set[str] = field(default_factory=set)  # rowcount 0, not stored (partition missing)
+    dynamic_meta: bool = False  # meta is OBJECT(DYNAMIC): a sub-key of another type fails the whole request
+    meta_types: dict[str, str] = field(default_factory=dict)  # meta sub-key path -> type, as mapped
     delay_s: float = 0.0  # answer every request this late (a slow cluster)
     keep_statements: bool = True  # off for benchmarks
 
@@ -136,6 +140,12 @@ class CrateDouble:
     def _query(self, s: str, args: list) -> dict:
         """The load generator's check (readings per agent of one sensor since a time), and the keys
         of the readings of some agents (the lab's node-loss test)."""
+        lookup = "(agent = ? AND sensor = ? AND ts = ?)"
+        if s.startswith(f"SELECT agent, sensor, ts FROM doc.readings WHERE {lookup}") and \
+                s == "SELECT agent, sensor, ts FROM doc.readings WHERE " + " OR ".join([lookup] * (len(args) // 3)):
+            keys = {tuple(args[i:i + 3]) for i in range(0, len(args), 3)}
+            rows = sorted(list(key) for key in keys if key in self.state.readings)
+            return {"cols": ["agent", "sensor", "ts"], "rows": rows, "rowcount": len(rows)}
         if s == "SELECT agent, sensor, ts FROM doc.readings WHERE agent = ANY(?)":
             rows = sorted([list(key) for key in self.state.readings if key[0] in args[0]])
             return {"cols": ["agent", "sensor", "ts"], "rows": rows, "rowcount": len(rows)}
@@ -156,11 +166,19 @@ class CrateDouble:
             raise SqlError(400, 4000, f"SQLParseException[the contract double does not know: {s[:80]}]")
         if m.group(1) not in self.state.tables:
             raise SqlError(404, 4041, f"RelationUnknown[Relation '{m.group(1)}' unknown]")
+        if self.state.dynamic_meta:
+            self._map_meta(bulk_args)
         results = []
         for row in bulk_args:
             ts, agent, sensor = row[0], row[1], row[2]
             if sensor in self.state.fail_sensors:
                 results.append({"rowcount": -2, "error": {"code": 4003, "message": f"ColumnValidationException[{sensor}]"}})
+                continue
+            if sensor in self.state.shard_fail_sensors:
+                results.append({"rowcount": -2, "error": {"code": 5002, "message": "UnavailableShardsException[primary shard is not active]"}})
+                continue
+            if sensor in self.state.lost_partition_sensors:
+                results.append(SKIPPED)
                 continue
             key = (agent, sensor, ts)
             if key in self.state.readings:
@@ -169,6 +187,30 @@ class CrateDouble:
                 self.state.readings[key] = row
                 results.append(INSERTED)
         return {"cols": [], "results": results}
+
+    def _map_meta(self, bulk_args: list) -> None:
+        """CrateDB casts every row on the coordinator before anything is written: one sub-key of
+        a dynamic object whose type differs from its mapping (or from an earlier row's) fails the
+        whole request with 400/4003, and nothing of it is stored."""
+        kinds = dict(self.state.meta_types)
+
+        def walk(value, path: str) -> None:
+            kind = "object" if isinstance(value, dict) else "array" if isinstance(value, list) else \
+                "boolean" if isinstance(value, bool) else "number" if isinstance(value, (int, float)) else \
+                "text" if isinstance(value, str) else None
+            if kind is None:
+                return
+            if path != "meta":
+                if kinds.setdefault(path, kind) != kind:
+                    raise SqlError(400, 4003, f"ColumnValidationException[Validation failed for {path}: "
+                                              f"Cannot cast value to type {kinds[path]}]")
+            if isinstance(value, dict):
+                for key, sub in value.items():
+                    walk(sub, f"{path}['{key}']")
+
+        for row in bulk_args:
+            walk(row[5] or {}, "meta")
+        self.state.meta_types = kinds
 
     def _execute(self, s: str) -> dict:
         st = self.state

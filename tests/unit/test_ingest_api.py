@@ -71,7 +71,7 @@ def test_eden_payloads_with_an_eden_jwt(method, path):
             payload[0]["timestamp"], payload[1]["timestamp"] = now_ms() - 2000, now_ms() - 1000
             jwt = eden_jwt.sign({"iss": "pi-hall", "role": "sensor"}, EDEN_SECRET)
             status, body, _ = await post(url, path, payload, auth=jwt, method=method)
-            assert (status, body) == (200, {"stored": 3, "device": "pi-hall"})
+            assert (status, body) == (200, {"stored": 3, "device": "eden.pi-hall"})
             rows = sorted(double.state.readings.values(), key=lambda r: (r[0], r[2]))
             assert [(r[2], r[3], r[4]) for r in rows] == [
                 ("pressure", {"num": 1013.2}, "hPa"), ("temperature", {"num": 21.4}, "celsius"),
@@ -253,8 +253,55 @@ def test_rows_the_database_refuses_are_reported_to_their_own_request():
                 post(url, "/v1/readings", good, auth=token("a")), post(url, "/v1/readings", bad, auth=token("b")))
             assert (s1, b1["stored"]) == (200, 2)
             assert s2 == 422 and b2["index"] == 1 and b2["failed"][0]["code"] == 4003
-            assert "the others are stored" in b2["error"]
+            assert "the others are stored" in b2["error"] and b2["stored"] == 1
             assert ("b", "t", bad["readings"][0]["ts"]) in double.state.readings
+    run(go())
+
+
+def _state(**kw) -> CrateState:
+    return CrateState(tables={"doc.readings"}, users={"ingest": "ingest-password"}, **kw)
+
+
+@pytest.mark.parametrize("sensor, state", [
+    ("shard", _state(shard_fail_sensors={"shard"})),  # rowcount -2, code 5002: a shard failed
+    ("lost", _state(lost_partition_sensors={"lost"})),  # rowcount 0, yet not stored (partition missing)
+])
+def test_rows_the_database_did_not_store_are_never_acknowledged(sensor, state):
+    """-2 without a 4xxx code means "not stored, try again"; rowcount 0 is confirmed by reading the
+    key back. Either way the request is answered 503 (retry), never 200 or 422 (dead letter)."""
+    async def go():
+        async with running(state) as (url, double, _):
+            body = {"readings": [_reading(ts=now_ms() - 10), _reading(sensor=sensor, ts=now_ms() - 9)]}
+            status, answer, headers = await post(url, "/v1/readings", body, auth=token())
+            assert status == 503 and "Retry-After" in headers, answer
+            assert "1 of 2 readings were not stored" not in answer["error"]  # the log says it, the client need not
+            # the agent retries: the good row exists (rowcount 0, confirmed), the other still fails
+            state.shard_fail_sensors.clear()
+            state.lost_partition_sensors.clear()
+            status, answer, _ = await post(url, "/v1/readings", body, auth=token())
+            assert (status, answer["stored"]) == (200, 2) and len(double.state.readings) == 2
+    run(go())
+
+
+def test_a_value_the_database_refuses_for_the_whole_insert_fails_only_its_own_request():
+    """A type conflict in a dynamic object fails CrateDB's whole bulk request (400/4003). The
+    writer then writes the requests of that insert one by one: the culprit gets 422 with the
+    reason, every other request is stored."""
+    async def go():
+        state = _state(dynamic_meta=True, meta_types={"meta['line']": "number"}, delay_s=0.3)
+        async with running(state, linger_ms=5000) as (url, double, _):
+            slow = asyncio.create_task(post(url, "/v1/readings", batch(1, start=now_ms() - 20_000), auth=token("warm")))
+            await asyncio.sleep(0.1)  # the others gather behind it and go as one insert
+            good = [post(url, "/v1/readings", batch(3, start=now_ms() - 9000 + 10 * i, meta={"line": i}), auth=token(f"g{i}"))
+                    for i in range(5)]
+            bad = post(url, "/v1/readings", batch(3, meta={"line": {"no": 1}}), auth=token("bad"))
+            answers = await asyncio.gather(*good, bad)
+            await slow
+            assert [a[0] for a in answers[:5]] == [200] * 5
+            status, body, _ = answers[5]
+            assert status == 422 and "4003" in body["error"] and "nothing of it was stored" in body["error"]
+            assert {k[0] for k in double.state.readings} == {"warm", "g0", "g1", "g2", "g3", "g4"}
+            assert inserts(double) == 1 + 1 + 6  # warm; the six together, refused; each alone
     run(go())
 
 
@@ -264,7 +311,8 @@ def test_database_down_means_503_with_retry_after_and_nothing_acknowledged():
             double.server.shutdown()
             double.server.server_close()
             status, body, headers = await post(url, "/v1/readings", batch(), auth=token())
-            assert status == 503 and headers["Retry-After"] == "2" and "nothing was stored" in body["error"]
+            assert status == 503 and headers["Retry-After"] == "2"
+            assert "it may not have been stored; retrying is safe" in body["error"]
             ready, reason, _ = await post(url, "/readyz", method="GET")
             assert ready == 503 and reason["status"] == "not ready"
     run(go())
