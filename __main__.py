@@ -31,6 +31,7 @@ cratedb = CrateDb("cratedb", CrateDbArgs(
 ingest = Ingest("ingest", IngestArgs(
     hosts=hosts, settings=config.ingest, docker_provider=swarm.docker, network=swarm.network,
     crate_password_secret=cratedb.secrets["ingest"], secrets=config.ingest_secrets,
+    retention_months=config.cratedb.retention_months,
 ))
 grafana = Grafana("grafana", GrafanaArgs(
     hosts=hosts, settings=config.grafana, docker_provider=swarm.docker, network=swarm.network,

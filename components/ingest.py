@@ -11,6 +11,7 @@ import base64
 import gzip
 import hashlib
 import io
+import json
 import math
 import tarfile
 from collections.abc import Sequence
@@ -43,6 +44,7 @@ class IngestArgs:
     network: docker.Network
     crate_password_secret: docker.Secret  # the CrateDB ingest user's password, from CrateDb
     secrets: dict[str, Any]  # ingestTokenSecret, edenJwtSecret, ingestTlsCert, ingestTlsKey (optional)
+    retention_months: int = 0  # CrateDB's retention: the ingest accepts nothing older than it keeps
 
     def __post_init__(self) -> None:
         if self.settings.tls == "provided" and not {"ingestTlsCert", "ingestTlsKey"} <= set(self.secrets):
@@ -126,9 +128,14 @@ class Ingest(pulumi.ComponentResource):
             # One worker process per CPU of the limit: a Python process uses one core at most.
             "INGEST_WORKERS": str(math.ceil(settings.cpus)),
         }
+        if args.retention_months:
+            env["INGEST_RETENTION_MONTHS"] = str(args.retention_months)
         if "edenJwtSecret" in args.secrets:
             secret_files["eden-jwt-secret"] = secret("eden-jwt-secret", args.secrets["edenJwtSecret"])
             env["INGEST_EDEN_JWT_SECRET_FILE"] = f"{SECRETS_DIR}/ingest-eden-jwt-secret"
+            env["INGEST_EDEN_ROLES"] = json.dumps(list(settings.eden_roles))
+            if settings.eden_issuers:
+                env["INGEST_EDEN_ISSUERS"] = json.dumps(list(settings.eden_issuers))
 
         self.ca_certificate = None
         if settings.tls != "off":

@@ -9,6 +9,7 @@ stopped and the service exits non-zero: Swarm restarts the task, agents fail ove
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import gc
 import logging
@@ -45,17 +46,32 @@ def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     app = create_app(settings)
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-    web.run_app(app, port=settings.port, ssl_context=context, reuse_port=reuse_port or None,
+    web.run_app(app, host=settings.bind, port=settings.port, ssl_context=context, reuse_port=reuse_port or None,
                 shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None, print=None, **SERVER_OPTIONS)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with(parent: int) -> None:
+    """A worker gets SIGTERM when the supervisor dies, even by SIGKILL (Linux), and finishes
+    what it accepted: no orphan keeps serving the port."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("prctl(PR_SET_PDEATHSIG) failed (errno %d): workers may outlive the supervisor", ctypes.get_errno())
+    if os.getppid() != parent:  # it died before the prctl took effect
+        os._exit(1)
 
 
 def supervise(settings: Settings) -> int:
     worker_settings = dataclasses.replace(settings, queue_rows=max(1, settings.queue_rows // settings.workers))
     with tempfile.TemporaryDirectory(prefix="ingest-metrics-") as metrics_dir:
         workers = set()
+        supervisor = os.getpid()
         for _ in range(settings.workers):
             pid = os.fork()
             if pid == 0:
+                die_with(supervisor)
                 os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
                 try:
                     serve(worker_settings, reuse_port=True)

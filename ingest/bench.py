@@ -200,7 +200,7 @@ def start_services(root: Path, tmp: str, workers: int) -> tuple[subprocess.Popen
                                "--user", "ingest:bench-password"], cwd=root, stdout=subprocess.DEVNULL)
     server = subprocess.Popen([sys.executable, "-m", "ingest"], cwd=root, stdout=subprocess.DEVNULL,
                               stderr=subprocess.STDOUT, env={
-        **os.environ, "INGEST_PORT": str(ingest_port), "INGEST_CRATE_URLS": f"http://127.0.0.1:{crate_port}",
+        **os.environ, "INGEST_BIND": "127.0.0.1", "INGEST_PORT": str(ingest_port), "INGEST_CRATE_URLS": f"http://127.0.0.1:{crate_port}",
         "INGEST_TOKEN_SECRET_FILE": f"{tmp}/secret", "INGEST_CRATE_PASSWORD_FILE": f"{tmp}/password",
         "INGEST_QUEUE_ROWS": "1000000", "INGEST_WORKERS": str(workers)})
     wait_for_port(crate_port, double, "the contract double")

@@ -23,7 +23,8 @@ ROLES = ("manager", "worker")
 HOST_FIELDS = (
     "name", "address", "privateAddress", "sshUser", "sshPort", "role", "services", "labels", "hostKey",
 )
-INGEST_FIELDS = ("image", "baseImage", "extraCaFile", "port", "publishMode", "revokedDevices", "tls", "memoryMb", "cpus")
+INGEST_FIELDS = ("image", "baseImage", "extraCaFile", "port", "publishMode", "revokedDevices", "tls", "memoryMb", "cpus",
+                 "edenRoles", "edenIssuers")
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CRATEDB_FIELDS = ("version", "image", "heapSize", "replicas", "retentionMonths", "clusterName", "publishAdminUi", "backup")
 BACKUP_FIELDS = {"fs": ("type", "location", "everyHours", "keep"),
@@ -124,6 +125,8 @@ class IngestSettings:
     tls: str = "generated"  # generated (a stack CA), provided (ingestTlsCert/Key secrets), off
     memory_mb: int = 512
     cpus: float = 1.0
+    eden_roles: tuple[str, ...] = ("sensor",)  # `role` claims of Eden JWTs that are accepted
+    eden_issuers: tuple[str, ...] = ()  # `iss` claims accepted; empty: any holder of the secret
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -461,9 +464,19 @@ def _parse_ingest(raw: Any) -> IngestSettings:
     cpus = raw.get("cpus", defaults.cpus)
     if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or cpus <= 0:
         raise ConfigError(f"{where}.cpus: {cpus!r} must be a positive number")
+    eden = {}
+    for name, default in (("edenRoles", defaults.eden_roles), ("edenIssuers", defaults.eden_issuers)):
+        value = raw.get(name, list(default))
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() and len(v) <= 256 for v in value):
+            raise ConfigError(f"{where}.{name}: {value!r} must be a list of non-empty texts (at most 256 characters)")
+        eden[name] = tuple(value)
+    if not eden["edenRoles"]:
+        raise ConfigError(f"{where}.edenRoles: an empty list would refuse every Eden device; list the roles they send "
+                          "(the original agents send the `role` of their config, e.g. sensor)")
     return IngestSettings(image=raw.get("image"), base_image=raw.get("baseImage", defaults.base_image),
                           extra_ca_file=extra_ca, port=port, publish_mode=mode, revoked_devices=tuple(revoked),
-                          tls=tls, memory_mb=memory, cpus=float(cpus))
+                          tls=tls, memory_mb=memory, cpus=float(cpus), eden_roles=eden["edenRoles"],
+                          eden_issuers=eden["edenIssuers"])
 
 
 def _parse_grafana(raw: Any) -> GrafanaSettings:

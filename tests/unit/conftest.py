@@ -62,3 +62,29 @@ def deploy_without_key():
 
     return run
 
+
+
+def ingest_processes() -> list[int]:
+    """Running `python -m ingest` processes started from this checkout (Linux /proc)."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and proc.joinpath("cmdline").read_bytes().split(b"\0")[1:3] == [b"-m", b"ingest"] \
+                    and Path(proc / "cwd").resolve() == root and "Z" not in proc.joinpath("stat").read_text().split()[2]:
+                found.append(int(proc.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_ingest_process_outlives_the_tests():
+    before = set(ingest_processes())
+    yield
+    import time
+    deadline = time.monotonic() + 10  # a worker told to stop finishes what it accepted first
+    while (left := set(ingest_processes()) - before) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"ingest processes left running by the tests: {sorted(left)}"

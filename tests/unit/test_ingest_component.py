@@ -110,6 +110,18 @@ def test_eden_secret_mounts_only_when_given(deploy):
     env = service(declared)["taskSpec"]["containerSpec"]["env"]
     assert env["INGEST_EDEN_JWT_SECRET_FILE"] == "/run/secrets/ingest-eden-jwt-secret"
     assert "old-shared-secret" not in str({n: d.inputs for n, d in declared.items() if n != "ingest-secret-eden-jwt-secret"})
+    assert env["INGEST_EDEN_ROLES"] == '["sensor"]' and "INGEST_EDEN_ISSUERS" not in env
+    declared, _ = deploy({"hosts": hosts(1), "edenJwtSecret": "s", "ingest": {"edenRoles": ["sensor", "gateway"],
+                                                                             "edenIssuers": ["Raspberry 1"]}})
+    env = service(declared)["taskSpec"]["containerSpec"]["env"]
+    assert env["INGEST_EDEN_ROLES"] == '["sensor", "gateway"]' and env["INGEST_EDEN_ISSUERS"] == '["Raspberry 1"]'
+
+
+def test_the_ingest_accepts_nothing_older_than_retention_keeps(deploy):
+    declared, _ = deploy({"hosts": hosts(1)})
+    assert "INGEST_RETENTION_MONTHS" not in service(declared)["taskSpec"]["containerSpec"]["env"]
+    declared, _ = deploy({"hosts": hosts(1), "cratedb": {"retentionMonths": 3}})
+    assert service(declared)["taskSpec"]["containerSpec"]["env"]["INGEST_RETENTION_MONTHS"] == "3"
 
 
 @pytest.mark.parametrize("ingest, message", [
@@ -121,6 +133,8 @@ def test_eden_secret_mounts_only_when_given(deploy):
     ({"extraCaFile": "/nonexistent/ca.pem"}, r"mds:ingest\.extraCaFile: '/nonexistent/ca\.pem' is not a readable file"),
     ({"memoryMb": 64}, r"mds:ingest\.memoryMb: 64 must be a whole number of at least 128"),
     ({"workers": 4}, r"mds:ingest: unknown field\(s\) workers"),
+    ({"edenRoles": []}, r"mds:ingest\.edenRoles: an empty list would refuse every Eden device"),
+    ({"edenIssuers": "Raspberry 1"}, r"mds:ingest\.edenIssuers: 'Raspberry 1' must be a list of non-empty texts"),
 ])
 def test_bad_ingest_settings_name_the_key(ingest, message):
     with pytest.raises(ConfigError, match=message):

@@ -34,7 +34,7 @@ def start(tmp_path, crate_url, **env):
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "ingest"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "INGEST_PORT": str(port), "INGEST_CRATE_URLS": crate_url,
+        env={**os.environ, "INGEST_BIND": "127.0.0.1", "INGEST_PORT": str(port), "INGEST_CRATE_URLS": crate_url,
              "INGEST_TOKEN_SECRET_FILE": str(tmp_path / "secret"), "INGEST_CRATE_PASSWORD_FILE": str(tmp_path / "password"),
              **env})
     url = f"http://127.0.0.1:{port}"
@@ -126,6 +126,45 @@ def test_a_dead_worker_stops_the_service_with_an_error(tmp_path):
             assert not Path(f"/proc/{other}").exists()
         finally:
             process.kill()
+
+
+def listening(port: int) -> list[str]:
+    """The local addresses with a listening TCP socket on this port (Linux, /proc/net/tcp)."""
+    found = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if int(hex_port, 16) == port and state == "0A":
+            found.append(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
+
+
+def test_workers_die_with_a_killed_supervisor(tmp_path):
+    with CrateDouble(CrateState(tables={"doc.readings"}, users={"ingest": "ingest-password"})) as double:
+        process, url = start(tmp_path, double.url, INGEST_WORKERS="2")
+        port = int(url.rsplit(":", 1)[1])
+        try:
+            wait_for_listeners(port, 2)
+            workers = workers_of(process)
+            process.kill()
+            process.wait(timeout=5)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+                time.sleep(0.1)
+            alive = [w for w in workers if Path(f"/proc/{w}").exists() and "Z" not in Path(f"/proc/{w}/stat").read_text().split()[2]]
+            assert alive == [] and listening(port) == []
+        finally:
+            process.kill()
+
+
+def test_the_service_listens_on_the_bind_address_only(tmp_path):
+    with CrateDouble(CrateState(tables={"doc.readings"}, users={"ingest": "ingest-password"})) as double:
+        process, url = start(tmp_path, double.url)
+        try:
+            assert listening(int(url.rsplit(":", 1)[1])) == ["127.0.0.1"]
+        finally:
+            process.terminate()
+            process.wait(timeout=15)
 
 
 def test_bad_settings_stop_the_process_naming_the_variable(tmp_path):

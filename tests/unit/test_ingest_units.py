@@ -43,6 +43,10 @@ def test_tokens_round_trip_and_reject_tampering():
     ({"INGEST_TOKEN_SECRET": "s" * 32, "INGEST_CRATE_DNS": "tasks.cratedb", "INGEST_LINGER_MS": "-1"}, "INGEST_LINGER_MS: '-1' must be positive"),
     ({"INGEST_TOKEN_SECRET": "s" * 32, "INGEST_CRATE_DNS": "tasks.cratedb", "INGEST_TLS_CERT": "/c"}, "set both or neither"),
     ({"INGEST_TOKEN_SECRET_FILE": "/nonexistent/secret"}, "INGEST_TOKEN_SECRET_FILE: cannot read /nonexistent/secret"),
+    ({"INGEST_TOKEN_SECRET": "s" * 32, "INGEST_CRATE_DNS": "c", "INGEST_EDEN_ROLES": "sensor"},
+     "INGEST_EDEN_ROLES: 'sensor' is not a JSON list of non-empty texts"),
+    ({"INGEST_TOKEN_SECRET": "s" * 32, "INGEST_CRATE_DNS": "c", "INGEST_RETENTION_MONTHS": "-1"},
+     "INGEST_RETENTION_MONTHS: '-1' is not a whole number of months (0: keep all)"),
 ])
 def test_bad_settings_name_the_variable(env, message):
     with pytest.raises(SettingsError, match=re.escape(message)):
@@ -53,3 +57,27 @@ def test_settings_from_env():
     s = Settings.from_env({"INGEST_TOKEN_SECRET": "s" * 32, "INGEST_CRATE_DNS": "tasks.cratedb",
                            "INGEST_REVOKED_DEVICES": "a, b", "NODE_NAME": "node2", "INGEST_LINGER_MS": "2.5"})
     assert (s.crate_dns, s.node_name, s.revoked_devices, s.linger_ms) == ("tasks.cratedb", "node2", frozenset({"a", "b"}), 2.5)
+    assert (s.bind, s.eden_roles, s.eden_issuers, s.retention_months) == (None, frozenset({"sensor"}), frozenset(), 0)
+    s = Settings.from_env({"INGEST_TOKEN_SECRET": "s" * 32, "INGEST_CRATE_DNS": "c", "INGEST_BIND": "127.0.0.1",
+                           "INGEST_EDEN_ISSUERS": '["Raspberry 1"]', "INGEST_RETENTION_MONTHS": "2"})
+    assert (s.bind, s.eden_issuers, s.retention_months) == ("127.0.0.1", frozenset({"Raspberry 1"}), 2)
+
+
+@pytest.mark.parametrize("now, months, past_days, oldest", [
+    ("2026-12-01T19:00:00", 1, 30, "2026-11-01T19:00:00"),  # 30 days back stay inside November: kept
+    ("2026-03-01T12:00:00", 1, 30, "2026-02-01T00:00:00"),  # 30 days back reach January, which retention drops
+    ("2026-01-15T00:00:00", 1, 90, "2025-12-01T00:00:00"),  # across a year
+    ("2026-01-15T00:00:00", 0, 90, "2025-10-17T00:00:00"),  # no retention: the past setting alone
+])
+def test_the_accepted_past_ends_where_retention_drops(now, months, past_days, oldest):
+    """retention.sh drops the months before date_trunc('month', now) - N months."""
+    from datetime import datetime, timezone
+
+    from ingest.payload import accepted_window
+
+    def ms(text: str) -> int:
+        return int(datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp() * 1000)
+
+    window = accepted_window(ms(now), past_days * 86400, 300, months)
+    assert (window.low, window.high) == (ms(oldest), ms(now) + 300_000)
+    assert ("retention" in window.text) == (ms(oldest) != ms(now) - past_days * 86_400_000)
