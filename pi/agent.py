@@ -1,10 +1,14 @@
 """The sensor agent: `python -m pi.agent --config agent.toml` (or `--probe`).
 
-A sampler thread reads every sensor on a fixed schedule; a sender thread batches the readings by
-size and age and posts them. A batch that cannot be delivered now goes to the on-disk buffer and is
-replayed oldest first; a batch the ingest refuses for good goes to the dead-letter file with the
-reason. Nothing is dropped silently: the only loss is the buffer's bound, counted and logged.
-Each reading's key at the ingest is (device, sensor, ts): a replay stores nothing twice.
+A sampler thread reads every sensor on a fixed schedule and puts each tick's readings into the
+on-disk buffer before anything else happens to them; a sender thread takes batches from the
+buffer by size and age, oldest first, posts them and deletes them once acknowledged. A batch too
+large for the ingest (413) is split and resent; while the ingest refuses the token (401/403) the
+readings stay in the buffer, loudly logged; a reading the ingest refuses for good (422) goes to the
+dead-letter file with the reason (`--resend-dead-letters` puts them back). Nothing is dropped
+silently: the only loss is the buffer's bound, counted and logged (and, with durability "crash",
+the last seconds before a power cut: pi/buffer.py). Each reading's key at the ingest is
+(device, sensor, ts): a replay stores nothing twice.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
 from pathlib import Path
 
 from pi.buffer import Buffer
@@ -29,6 +32,8 @@ from pi.sensors import Sensor, SensorError
 
 log = logging.getLogger("pi.agent")
 STATS_EVERY_S = 60.0
+UNAUTHORIZED_RETRY_S = 30.0  # a refused token is retried no faster than this (a rotation takes a while)
+SHUTDOWN_DELIVERY_S = 5.0  # the last delivery attempt at SIGTERM; the rest stays in the buffer
 
 
 def make_sensor(config: SensorConfig) -> Sensor:
@@ -86,15 +91,16 @@ class Agent:
         self.slots = [SensorSlot(s, max(1, 10_000 // config.interval_ms)) for s in sensors]
         self.delivery = delivery or Delivery(config.endpoints, config.token, timeout_s=config.timeout_s, ca_file=config.ca_file)
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        self.buffer = buffer or Buffer(config.state_dir / "buffer.db", max_readings=config.buffer_max_readings)
-        self.dead_letters = config.state_dir / "dead-letter.jsonl"
+        self.buffer = buffer or Buffer(config.state_dir / "buffer.db", max_readings=config.buffer_max_readings,
+                                       durability=config.durability)
+        self.dead_letters = config.state_dir / DEAD_LETTERS
         self.backoff = backoff or Backoff()
-        self.pending: deque[dict] = deque()  # sampled, not yet in a batch (memory only: ~1 s of data)
         self.stop = threading.Event()
         self.retry_at = 0.0  # monotonic time before which the ingest is not tried again
-        self.counts = dict.fromkeys(("sampled", "acknowledged", "buffered", "dead_lettered", "sensor_errors", "retries"), 0)
+        self.counts = dict.fromkeys(("sampled", "acknowledged", "dead_lettered", "sensor_errors", "retries",
+                                     "split", "unauthorized"), 0)
         self.schedule: Schedule | None = None
-        self.last_ts = 0
+        self.last_ts = self.buffer.newest_ts()  # keys stay distinct from what a previous run left
 
     # -- sampling ---------------------------------------------------------------------------
     def sample_once(self) -> None:
@@ -103,6 +109,7 @@ class Agent:
         # the ingest, where a repeated key is dropped as a retry.
         ts = max(time.time_ns() // 1_000_000, self.last_ts + 1)
         self.last_ts = ts
+        tick: list[dict] = []
         for slot in self.slots:
             if not slot.due():
                 continue
@@ -118,8 +125,10 @@ class Agent:
                     self.counts["sensor_errors"] += 1
                     log.warning("sensor %s gave %r: not stored", r.sensor, r.value)
                     continue
-                self.pending.append({"ts": ts, "sensor": r.sensor, "value": r.value, "unit": r.unit})
-                self.counts["sampled"] += 1
+                tick.append({"ts": ts, "sensor": r.sensor, "value": r.value, "unit": r.unit})
+        if tick:
+            self.buffer.put(tick)  # on disk before anything else happens to them
+            self.counts["sampled"] += len(tick)
 
     def run_sampler(self) -> None:
         self.schedule = Schedule(self.config.interval_ms / 1000)
@@ -138,7 +147,7 @@ class Agent:
         log.error("the ingest refused %d readings (%d %s): kept in %s", len(readings), status, reason, self.dead_letters)
 
     def deliver(self, readings: list[dict]) -> bool:
-        """One attempt; True when every reading is acknowledged or dead-lettered (the batch is done)."""
+        """One attempt; True when every reading is acknowledged or dead-lettered (the rows can go)."""
         while readings:
             outcome = self.delivery.send(readings)
             if isinstance(outcome, Acknowledged):
@@ -152,6 +161,20 @@ class Agent:
                 log.warning("no ingest took the batch (%s); next try in %.1f s", outcome.reason, delay)
                 return False
             assert isinstance(outcome, Rejected)
+            if outcome.status in (401, 403):  # a rotated or revoked token: keep everything until it works
+                self.counts["unauthorized"] += 1
+                delay = self.backoff.next_delay(UNAUTHORIZED_RETRY_S)
+                self.retry_at = time.monotonic() + delay
+                log.error("the ingest refuses this device's token (%d %s): %d readings wait in the buffer until it is "
+                          "accepted again (next try in %.0f s); check the token file", outcome.status, outcome.reason,
+                          self.buffer.size(), delay)
+                return False
+            if outcome.status == 413 and len(readings) > 1:  # a lower limit at the ingest: halves, each in turn
+                self.counts["split"] += 1
+                half = len(readings) // 2
+                log.warning("the ingest refused %d readings as too large (%s); sending them in two halves",
+                            len(readings), outcome.reason)
+                return self.deliver(readings[:half]) and self.deliver(readings[half:])
             if outcome.failed is not None:  # the others are stored
                 refused = set(outcome.failed)
                 self._dead_letter([r for i, r in enumerate(readings) if i in refused], outcome.status, outcome.reason)
@@ -165,31 +188,25 @@ class Agent:
             return True
         return True
 
-    def take_batch(self, force: bool = False) -> list[dict] | None:
-        """A batch when enough readings wait, or the oldest is old enough (or `force`)."""
-        if not self.pending:
-            return None
-        age_ms = time.time_ns() // 1_000_000 - self.pending[0]["ts"]
-        if not force and len(self.pending) < self.config.batch_max_readings and age_ms < self.config.batch_max_age_ms:
-            return None
-        count = min(len(self.pending), self.config.batch_max_readings)
-        return [self.pending.popleft() for _ in range(count)]
+    def batch_due(self, force: bool = False) -> bool:
+        """Enough readings wait, or the oldest is old enough (or `force` and any wait)."""
+        held = self.buffer.size()
+        if not held:
+            return False
+        if force or held >= self.config.batch_max_readings:
+            return True
+        oldest = self.buffer.oldest_ts()
+        return oldest is not None and time.time_ns() // 1_000_000 - oldest >= self.config.batch_max_age_ms
 
-    def send_step(self, force: bool = False) -> None:
-        """Replay the buffer first (oldest first), then the fresh batch; what cannot go now goes to disk."""
-        ingest_open = time.monotonic() >= self.retry_at
-        while ingest_open and (item := self.buffer.oldest()) is not None:
-            batch_id, readings = item
+    def send_step(self, force: bool = False, deadline: float | None = None) -> None:
+        """Deliver from the buffer, oldest first, while the ingest takes batches."""
+        while time.monotonic() >= self.retry_at and self.batch_due(force):
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            ids, readings = self.buffer.take(self.config.batch_max_readings)
             if not self.deliver(readings):
-                ingest_open = False
-                break
-            self.buffer.remove(batch_id)
-        while (batch := self.take_batch(force)) is not None:
-            if ingest_open and self.buffer.oldest() is None and self.deliver(batch):
-                continue
-            ingest_open = False
-            self.buffer.put(batch)  # not acknowledged: now it must survive a power cut
-            self.counts["buffered"] += len(batch)
+                return
+            self.buffer.remove(*ids)
 
     def run_sender(self) -> None:
         last_stats = time.monotonic()
@@ -201,9 +218,9 @@ class Agent:
                          self.schedule.missed if self.schedule else 0, self.buffer.size(), self.buffer.dropped)
 
     def shutdown(self) -> None:
-        """After the threads stopped: one last attempt to deliver; what is not acknowledged goes to
-        the buffer (on disk) and out after the next start."""
-        self.send_step(force=True)
+        """After the threads stopped: a last attempt to deliver, for a few seconds; the rest is in
+        the buffer already and goes out after the next start."""
+        self.send_step(force=True, deadline=time.monotonic() + SHUTDOWN_DELIVERY_S)
         self.buffer.close()
         self.delivery.close()
 
@@ -215,6 +232,37 @@ class Agent:
         for thread in threads:
             thread.join()
         self.shutdown()
+
+
+DEAD_LETTERS = "dead-letter.jsonl"
+
+
+def resend_dead_letters(config: AgentConfig) -> int:
+    """Put every dead letter's readings back into the buffer: the agent (running or next started)
+    delivers them. The file is renamed first, so an agent writing new letters meanwhile starts a
+    new one; a resend cut short leaves its renamed file, which the next resend takes too (readings
+    sent twice are stored once)."""
+    state = config.state_dir
+    current = state / DEAD_LETTERS
+    if current.exists():
+        current.rename(state / f"dead-letter.resending-{time.time_ns()}.jsonl")
+    taken = sorted(state.glob("dead-letter.resending-*.jsonl"))
+    if not taken:
+        print(f"no dead letters in {state}")
+        return 0
+    buffer = Buffer(state / "buffer.db", max_readings=config.buffer_max_readings, durability="power-cut")
+    letters = readings = 0
+    for path in taken:
+        for line in path.read_text().splitlines():
+            if line.strip():
+                letter = json.loads(line)
+                buffer.put(letter["readings"])
+                letters, readings = letters + 1, readings + len(letter["readings"])
+        path.unlink()
+    buffer.close()
+    print(f"{readings} readings of {letters} dead letters are back in {state / 'buffer.db'}; the agent delivers them "
+          "(readings the ingest still refuses come back as dead letters)")
+    return 0
 
 
 def probe() -> int:
@@ -238,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pi.agent", description="The machine data stack's sensor agent")
     parser.add_argument("--config", type=Path, help="the agent's TOML file")
     parser.add_argument("--probe", action="store_true", help="list the sensors found here, one reading each")
+    parser.add_argument("--resend-dead-letters", action="store_true",
+                        help="put the readings of the dead-letter file back into the buffer, for delivery")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.probe:
@@ -246,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--config is required (or --probe)")
     try:
         config = load(args.config)
+        if args.resend_dead_letters:
+            return resend_dead_letters(config)
         sensors = [make_sensor(s) for s in config.sensors]
     except (ConfigError, SensorError, TypeError) as e:
         print(f"agent: {e}", file=sys.stderr)

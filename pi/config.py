@@ -20,7 +20,7 @@ SENSOR_OPTIONS = {
     "thermal": ("type", "name", "path"),
     "random": ("type", "name", "start", "step", "seed"),
 }
-AGENT_KEYS = ("interval_ms", "batch_max_readings", "batch_max_age_ms", "state_dir", "buffer_max_readings")
+AGENT_KEYS = ("interval_ms", "batch_max_readings", "batch_max_age_ms", "state_dir", "buffer_max_readings", "durability")
 INGEST_KEYS = ("endpoints", "token_file", "ca_file", "timeout_s")
 MAX_BATCH = 10_000  # the ingest's default limit per request
 
@@ -47,6 +47,7 @@ class AgentConfig:
     batch_max_age_ms: int = 1000
     state_dir: Path = Path("/var/lib/mds-agent")
     buffer_max_readings: int = 1_000_000
+    durability: str = "crash"  # or "power-cut": an fsync per tick (pi/buffer.py says what each can lose)
 
 
 def _number(value: Any, key: str, kind=int, low: float = 1, high: float = float("inf")):
@@ -121,6 +122,10 @@ def parse(raw: Mapping, env: Mapping[str, str] = os.environ) -> AgentConfig:
     if "token_file" not in ingest:
         raise ConfigError("ingest.token_file: missing; the path of the device's token file")
     sensors = parse_sensors(raw.get("sensors", [{"type": "thermal"}]))
+    durability = agent.get("durability", "crash")
+    if durability not in ("crash", "power-cut"):
+        raise ConfigError(f"agent.durability: {durability!r} is not allowed; use crash (nothing lost when the agent "
+                          "is killed) or power-cut (also nothing when the power fails, at an fsync per tick)")
     return AgentConfig(
         endpoints=tuple(e.rstrip("/") for e in endpoints),
         token=read_token(str(ingest["token_file"])),
@@ -132,6 +137,7 @@ def parse(raw: Mapping, env: Mapping[str, str] = os.environ) -> AgentConfig:
         batch_max_age_ms=_number(agent.get("batch_max_age_ms", 1000), "agent.batch_max_age_ms", int, 10, 3_600_000),
         state_dir=Path(agent.get("state_dir", "/var/lib/mds-agent")),
         buffer_max_readings=_number(agent.get("buffer_max_readings", 1_000_000), "agent.buffer_max_readings", int, 1000),
+        durability=durability,
     )
 
 

@@ -1,7 +1,8 @@
 """A real HTTP server that takes the ingest's `POST /v1/readings` and records what it stored, keyed
 like the readings table ((device, sensor, ts): a repeated reading stores nothing). It is NOT the
 ingest service: it exists to put agents through failures on command: `mode` = ok, 503 (with
-Retry-After), 429, 500, stall (answers after `stall_s`), reject (422 naming index 0).
+Retry-After), 429, 500, stall (answers after `stall_s`), reject (422 naming index 0); a batch of
+more than `max_batch` readings gets 413.
 `python -m tests.recording_receiver --port 8099` serves until killed (lab tier)."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class RecordingReceiver:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.mode, self.stall_s = "ok", 2.0
+        self.max_batch: int | None = None
         self.stored: dict[tuple, dict] = {}
         self.repeats = 0  # readings that arrived again after being stored (retries after a lost answer)
         self.requests = 0
@@ -71,6 +73,8 @@ class RecordingReceiver:
                     return self.answer(422, {"error": "readings[0]: ts is outside the accepted window", "index": 0})
                 device = token.split(".")[1]
                 readings = json.loads(raw)["readings"]
+                if receiver.max_batch is not None and len(readings) > receiver.max_batch:
+                    return self.answer(413, {"error": f"readings holds {len(readings)} readings; at most {receiver.max_batch}"})
                 with receiver.lock:
                     for r in readings:
                         key = (device, r["sensor"], r["ts"])

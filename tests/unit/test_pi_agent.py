@@ -124,14 +124,51 @@ def test_a_refused_reading_goes_to_the_dead_letter_file_and_the_rest_is_resent(t
         agent.shutdown()
 
 
-def test_unauthorized_batches_are_kept_in_the_dead_letter_file(tmp_path):
+def test_while_the_token_is_refused_readings_stay_in_the_buffer_and_go_once_it_works(tmp_path, caplog):
+    """A rotated token answers 401 until the new one is installed: nothing may end up as a dead
+    letter, everything sampled meanwhile arrives afterwards."""
     with RecordingReceiver() as receiver:
-        agent, _ = make_agent(tmp_path, [receiver.url])
+        agent, counter = make_agent(tmp_path, [receiver.url])
+        good = agent.delivery.token
         agent.delivery.token = "forged"
-        assert agent.deliver([{"ts": 1, "sensor": "s", "value": 1.0, "unit": None}])
-        letter = json.loads((tmp_path / "state" / "dead-letter.jsonl").read_text())
-        assert letter["status"] == 401 and len(letter["readings"]) == 1
+        with running(agent):
+            wait_until(lambda: agent.counts["unauthorized"] >= 1 and agent.buffer.size() > 20)
+            assert receiver.stored == {} and not (tmp_path / "state" / "dead-letter.jsonl").exists()
+            agent.delivery.token = good
+            agent.retry_at = 0.0  # as if the back-off (30 s and more) had passed
+            wait_until(lambda: len(receiver.stored) >= 60)
+        assert stored_values(receiver) == [float(v) for v in range(1, counter.value + 1)]
+        assert "refuses this device's token (401" in caplog.text
+        assert not (tmp_path / "state" / "dead-letter.jsonl").exists()
+
+
+def test_a_batch_too_large_for_the_ingest_is_split_and_sent(tmp_path):
+    with RecordingReceiver() as receiver:
+        receiver.max_batch = 3
+        agent, _ = make_agent(tmp_path, [receiver.url])
+        batch = [{"ts": 1000 + i, "sensor": "s", "value": float(i), "unit": None} for i in range(10)]
+        assert agent.deliver(batch)
+        assert stored_values(receiver) == [float(i) for i in range(10)] and agent.counts["split"] >= 3
+        assert not (tmp_path / "state" / "dead-letter.jsonl").exists()
         agent.shutdown()
+
+
+def test_dead_letters_can_be_resent(tmp_path):
+    token = write_token(tmp_path)
+    state = tmp_path / "state"
+    (tmp_path / "agent.toml").write_text(f'[agent]\nstate_dir = "{state}"\n[ingest]\nendpoints = ["http://127.0.0.1:9"]\n'
+                                         f'token_file = "{token}"\n')
+    state.mkdir()
+    letters = [{"time": 1, "status": 422, "reason": "r", "readings": [{"ts": 10 + i, "sensor": "s", "value": i}]} for i in range(3)]
+    (state / "dead-letter.jsonl").write_text("".join(json.dumps(letter) + "\n" for letter in letters))
+    (state / "dead-letter.resending-1.jsonl").write_text(json.dumps(letters[0]) + "\n")  # a resend cut short earlier
+    result = subprocess.run([sys.executable, "-m", "pi.agent", "--config", str(tmp_path / "agent.toml"), "--resend-dead-letters"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and "4 readings of 4 dead letters are back in" in result.stdout, result
+    buffer = Buffer(state / "buffer.db")
+    ids, readings = buffer.take(100)
+    assert sorted(r["ts"] for r in readings) == [10, 10, 11, 12] and list(state.glob("dead-letter*")) == []
+    buffer.close()
 
 
 def write_token(tmp_path, mode=0o600) -> Path:
@@ -212,8 +249,42 @@ def test_two_ticks_in_the_same_millisecond_get_distinct_keys(tmp_path, monkeypat
     monkeypatch.setattr(time, "time_ns", lambda: 1_764_150_000_000_000_000)  # the clock stands still
     for _ in range(3):
         agent.sample_once()
-    assert [r["ts"] for r in agent.pending] == [1_764_150_000_000, 1_764_150_000_001, 1_764_150_000_002]
-    agent.shutdown()
+    assert [r["ts"] for r in agent.buffer.take(100)[1]] == [1_764_150_000_000, 1_764_150_000_001, 1_764_150_000_002]
+    agent.buffer.close()
+    restarted, _ = make_agent(tmp_path, ["http://127.0.0.1:9"])  # the clock still stands (or went back)
+    restarted.sample_once()
+    assert restarted.buffer.take(100)[1][-1]["ts"] == 1_764_150_000_003
+    restarted.buffer.close()
+
+
+def test_kill_9_loses_nothing_that_was_sampled(tmp_path):
+    """A real `python -m pi.agent` sampling every 20 ms with the ingest away and batches of up to
+    3 s: killed at random moments, its buffer always reaches to the last tick before the kill (the
+    agent used to hold up to a batch's age in memory), with no gap."""
+    import random
+    receiver = RecordingReceiver()
+    receiver.go_away()
+    token = write_token(tmp_path)
+    state = tmp_path / "state"
+    (tmp_path / "agent.toml").write_text(
+        f'[agent]\ninterval_ms = 20\nbatch_max_readings = 1000\nbatch_max_age_ms = 3000\nstate_dir = "{state}"\n'
+        f'[ingest]\nendpoints = ["{receiver.url}"]\ntoken_file = "{token}"\ntimeout_s = 1\n[[sensors]]\ntype = "random"\n')
+    rng = random.Random(7)
+    previous = 0
+    for _ in range(4):
+        agent = subprocess.Popen([sys.executable, "-m", "pi.agent", "--config", str(tmp_path / "agent.toml")], cwd=ROOT,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.5 + rng.random())
+        killed_ms = time.time_ns() // 1_000_000
+        os.kill(agent.pid, signal.SIGKILL)
+        agent.wait()
+        buffer = Buffer(state / "buffer.db")
+        ts = sorted(r["ts"] for r in buffer.take(10**6)[1])
+        buffer.close()
+        assert killed_ms - ts[-1] < 300, f"the last {killed_ms - ts[-1]} ms before the kill are not in the buffer"
+        this_run = [t for t in ts if t > previous]
+        assert len(this_run) > 40 and max(b - a for a, b in zip(this_run, this_run[1:])) < 300  # ticks of 20 ms
+        previous = ts[-1]
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a CA")
