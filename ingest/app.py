@@ -227,6 +227,25 @@ async def never_a_stack_trace(request: web.Request, handler):
         return error(500, "internal error")
 
 
+SPEC_MARGIN_MS = 3_600_000  # the served window's oldest end, moved this much ahead: valid for an hour
+
+
+def live_spec(spec: dict, settings: Settings) -> dict:
+    """The OpenAPI document with what the service accepts now: the timestamp window and the
+    readings per request, so that generated clients and fuzzers agree with the service."""
+    window = accepted_window(int(time.time() * 1000), settings.max_past_s, settings.max_future_s, settings.retention_months)
+    margin = min(SPEC_MARGIN_MS, (window.high - window.low) // 4)
+    schemas = spec["components"]["schemas"]
+    schemas["EpochMs"] = {**schemas["EpochMs"], "minimum": window.low + margin, "maximum": window.high}
+    readings = spec["paths"]["/v1/readings"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    readings["properties"]["readings"]["maxItems"] = settings.max_batch_readings
+    for path in ("/data", "/temperature"):
+        for operation in spec["paths"][path].values():
+            operation["requestBody"]["content"]["application/json"]["schema"]["items"]["properties"]["data"]["maxItems"] = \
+                settings.max_batch_readings
+    return spec
+
+
 def create_app(settings: Settings, runner: CrateRunner | None = None) -> web.Application:
     app = web.Application(middlewares=[never_a_stack_trace], client_max_size=settings.max_body_bytes + 1)
     app[SETTINGS] = settings
@@ -256,10 +275,10 @@ def create_app(settings: Settings, runner: CrateRunner | None = None) -> web.App
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
-    spec = OPENAPI.read_bytes()  # read once, served as is
+    spec = orjson.loads(OPENAPI.read_bytes())
 
     async def openapi(request: web.Request) -> web.Response:
-        return web.Response(body=spec, content_type="application/json")
+        return web.Response(body=orjson.dumps(live_spec(spec, settings)), content_type="application/json")
 
     app.router.add_get("/openapi.json", openapi)
     return app

@@ -25,14 +25,20 @@ MAX_META_BYTES = 8192  # as JSON
 MAX_META_KEY = 64
 
 # Names (sensor, unit, meta keys) are printable text: no control, format (zero-width, bidi
-# overrides), surrogate, private-use or line/paragraph separator characters (Unicode categories
-# Cc, Cf, Cs, Co, Zl, Zp), and not whitespace only. The same pattern is in openapi.json.
+# overrides), private-use or line/paragraph separator characters (Unicode categories Cc, Cf, Co,
+# Zl, Zp), and not whitespace only. (Surrogates, Cs, never get this far: the JSON parser refuses
+# them, and ECMA patterns cannot name them.) The same pattern is in openapi.json.
 NAME_EXCLUDED = ("\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u0600-\\u0605\\u061c\\u06dd\\u070f\\u0890-\\u0891"
-                 "\\u08e2\\u180e\\u200b-\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u206f\\ud800-\\uf8ff"
+                 "\\u08e2\\u180e\\u200b-\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u206f\\ue000-\\uf8ff"
                  "\\ufeff\\ufff9-\\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3"
                  "\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f\U000f0000-\U0010ffff")
-NAME_PATTERN = f"^[^{NAME_EXCLUDED}]*[^{NAME_EXCLUDED}\\s][^{NAME_EXCLUDED}]*$"
+# White space, written out: the characters Python's `\\s` matches that are not excluded above.
+SPACES = "\\u0020\\u00a0\\u1680\\u2000-\\u200a\\u202f\\u205f\\u3000"
+NAME_PATTERN = f"^[^{NAME_EXCLUDED}]*[^{NAME_EXCLUDED}{SPACES}][^{NAME_EXCLUDED}]*$"
 _NAME = re.compile(NAME_PATTERN)
+# A meta key also becomes a column name in CrateDB: no leading `_` or white space, no . [ ] ' ".
+META_KEY_PATTERN = f"^[^{NAME_EXCLUDED}{SPACES}_.\\[\\]'\"][^{NAME_EXCLUDED}.\\[\\]'\"]*$"
+_META_KEY = re.compile(META_KEY_PATTERN)
 _good_names: set[str] = set()  # names seen valid: sensors repeat, the check runs once per name
 
 # RFC 3339 date-time, exactly: ASCII digits, `T`/`t`, `Z`/`z` or a numeric offset with a colon.
@@ -172,8 +178,9 @@ def check_meta(meta, where: str = "meta", index: int | None = None) -> dict | No
                 if keys > MAX_META_KEYS:
                     raise BadInput(422, f"{where} has more than {MAX_META_KEYS} keys (all levels together)", index)
                 _name(key, "key", path, index, MAX_META_KEY)
-                if key.startswith("_") or any(c in key for c in ".[]'\""):
-                    raise BadInput(422, f"{path}: key {key[:40]!r} may not start with '_' or hold . [ ] ' \"", index)
+                if _META_KEY.match(key) is None:
+                    raise BadInput(422, f"{path}: key {key[:40]!r} may not start with '_' or white space, or hold . [ ] ' \"",
+                                   index)
             if isinstance(value, (dict, list)):
                 stack.append((value, f"{path}.{key}" if isinstance(node, dict) else f"{path}[{key}]", depth + 1))
     if len(orjson.dumps(meta)) > MAX_META_BYTES:
