@@ -102,7 +102,10 @@ def user_statements(user: str, password: str) -> tuple[str, str]:
 
 def schema_requests(settings: CrateDbSettings, passwords: dict[str, str], backup_keys: dict[str, str] | None = None) -> str:
     """Stdin of cratedb-schema.sh: one line per step, `label<TAB>body<TAB>[bodies to run on 409]`."""
-    lines = [("table " + READINGS_TABLE, table_sql(settings), [])]
+    lines = [("table " + READINGS_TABLE, table_sql(settings), []),
+             # CREATE TABLE IF NOT EXISTS keeps an existing table as it is: a changed replica count needs this.
+             ("replicas " + READINGS_TABLE,
+              f"ALTER TABLE {READINGS_TABLE} SET (number_of_replicas = '{settings.replicas}')", [])]
     for user in USERS:
         create, alter = user_statements(user, passwords[user])
         lines.append((f"user {user}", create, [alter]))
@@ -156,8 +159,8 @@ class CrateDb(pulumi.ComponentResource):
             "RETENTION_MONTHS": str(settings.retention_months),
             "STOP_GATE_SECONDS": str(STOP_GRACE_SECONDS - 60),
         }
-        if settings.heap_size:
-            env["CRATE_HEAP_SIZE"] = settings.heap_size
+        if settings.heap_size:  # the image sets CRATE_HEAP_SIZE=512M: start-crate.sh reads this one
+            env["MDS_HEAP_SIZE"] = settings.heap_size
         if backup:
             env.update(BACKUP_REPOSITORY=REPOSITORY, BACKUP_EVERY_HOURS=str(backup.every_hours), BACKUP_KEEP=str(backup.keep))
 

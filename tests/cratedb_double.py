@@ -40,11 +40,15 @@ class CrateState:
     statements: list[str] = field(default_factory=list)
     readings: dict[tuple, list] = field(default_factory=dict)  # (agent, sensor, ts) -> row
     node_name: str = "double-1"
-    fail_sensors: set[str] = field(default_factory=set)  # rows of these sensors are refused (-2, 4003)
+    fail_sensors: set[str] = field(default_factory=set)  # rows of these sensors are refused (-2, 4000)
     shard_fail_sensors: set[str] = field(default_factory=set)  # rows of these fail on their shard (-2, 5002)
     lost_partition_sensors: set[str] = field(default_factory=set)  # rowcount 0, not stored (partition missing)
     dynamic_meta: bool = False  # meta is OBJECT(DYNAMIC): a sub-key of another type fails the whole request
-    meta_types: dict[str, str] = field(default_factory=dict)  # meta sub-key path -> type, as mapped
+    dynamic_meta_tables: set[str] = field(default_factory=set)  # tables created with meta OBJECT(DYNAMIC)
+    enforce_privileges: bool = False  # users need DQL to read and DML to write, as in CrateDB
+    master: bool = True  # False: no elected master (GET / answers 503, statements 503/5031)
+    replicas: dict[str, str] = field(default_factory=dict)  # table -> number_of_replicas
+    meta_types: dict[str, str] = field(default_factory=dict)  # meta sub-column ("meta['x']") -> type, as mapped
     delay_s: float = 0.0  # answer every request this late (a slow cluster)
     keep_statements: bool = True  # off for benchmarks
 
@@ -77,11 +81,14 @@ class CrateDouble:
                 pass
 
             def authorized(self) -> bool:
-                """Basic auth against the users it knows; no header means the local superuser."""
+                """Basic auth against the users it knows; no header is the superuser `crate`,
+                trusted from loopback only (host-based auth: `_local_` trust, else password)."""
                 scheme, _, value = self.headers.get("Authorization", "").partition(" ")
                 if not scheme:
-                    return True
+                    self.user = None
+                    return self.client_address[0].startswith("127.") or self.client_address[0] == "::1"
                 user, _, password = base64.b64decode(value).decode().partition(":")
+                self.user = user
                 return double.state.users.get(user) == password
 
             def answer(self, status: int, body: dict | None, text: str | None = None) -> None:
@@ -97,6 +104,9 @@ class CrateDouble:
             def do_GET(self):
                 if not self.authorized():
                     return self.answer(401, None, "password authentication failed for user")
+                if not double.state.master:
+                    return self.answer(503, {"ok": False, "status": 503, "name": double.state.node_name,
+                                             "cluster_name": "double", "version": {"number": "6.4.3"}})
                 self.answer(200, {"ok": True, "status": 200, "name": double.state.node_name,
                                   "cluster_name": "double", "version": {"number": "6.4.3"}})
 
@@ -108,7 +118,8 @@ class CrateDouble:
                     if self.headers.get("Content-Encoding") == "gzip":
                         raw = gzip.decompress(raw)
                     request = orjson.loads(raw)
-                    status, body = 200, double.execute(request["stmt"], request.get("bulk_args"), request.get("args"))
+                    status, body = 200, double.execute(request["stmt"], request.get("bulk_args"), request.get("args"),
+                                                       user=self.user)
                 except SqlError as e:
                     status, body = e.status, {"error": {"code": e.code, "message": e.message}}
                 except (ValueError, KeyError, TypeError) as e:
@@ -126,11 +137,14 @@ class CrateDouble:
         self.server.shutdown()
         self.server.server_close()
 
-    def execute(self, stmt: str, bulk_args: list | None = None, args: list | None = None) -> dict:
+    def execute(self, stmt: str, bulk_args: list | None = None, args: list | None = None, user: str | None = None) -> dict:
         s = " ".join(stmt.split())
         with self.lock:
             if self.state.keep_statements:
                 self.state.statements.append(s)
+            if not self.state.master:
+                raise SqlError(503, 5031, "MasterNotDiscoveredException[no master]")
+            self._check_privilege(s, user)
             if bulk_args is not None:
                 return self._bulk(s, bulk_args)
             if args:
@@ -141,8 +155,10 @@ class CrateDouble:
         """The load generator's check (readings per agent of one sensor since a time), and the keys
         of the readings of some agents (the lab's node-loss test)."""
         lookup = "(agent = ? AND sensor = ? AND ts = ?)"
-        if s.startswith(f"SELECT agent, sensor, ts FROM doc.readings WHERE {lookup}") and \
-                s == "SELECT agent, sensor, ts FROM doc.readings WHERE " + " OR ".join([lookup] * (len(args) // 3)):
+        table = re.match(r"SELECT agent, sensor, ts FROM (\w+\.\w+) WHERE ", s)
+        if table and s == f"SELECT agent, sensor, ts FROM {table.group(1)} WHERE " + " OR ".join([lookup] * (len(args) // 3)):
+            if table.group(1) not in self.state.tables:
+                raise SqlError(404, 4041, f"RelationUnknown[Relation '{table.group(1)}' unknown]")
             keys = {tuple(args[i:i + 3]) for i in range(0, len(args), 3)}
             rows = sorted(list(key) for key in keys if key in self.state.readings)
             return {"cols": ["agent", "sensor", "ts"], "rows": rows, "rowcount": len(rows)}
@@ -166,13 +182,15 @@ class CrateDouble:
             raise SqlError(400, 4000, f"SQLParseException[the contract double does not know: {s[:80]}]")
         if m.group(1) not in self.state.tables:
             raise SqlError(404, 4041, f"RelationUnknown[Relation '{m.group(1)}' unknown]")
-        if self.state.dynamic_meta:
-            self._map_meta(bulk_args)
+        failed = self._map_meta(bulk_args) if self.state.dynamic_meta or m.group(1) in self.state.dynamic_meta_tables else {}
         results = []
-        for row in bulk_args:
+        for i, row in enumerate(bulk_args):
             ts, agent, sensor = row[0], row[1], row[2]
+            if i in failed:
+                results.append(failed[i])
+                continue
             if sensor in self.state.fail_sensors:
-                results.append({"rowcount": -2, "error": {"code": 4003, "message": f"ColumnValidationException[{sensor}]"}})
+                results.append({"rowcount": -2, "error": {"code": 4000, "message": f"SQLParseException[Limit of total columns [1000] in table exceeded ({sensor})]"}})
                 continue
             if sensor in self.state.shard_fail_sensors:
                 results.append({"rowcount": -2, "error": {"code": 5002, "message": "UnavailableShardsException[primary shard is not active]"}})
@@ -188,29 +206,59 @@ class CrateDouble:
                 results.append(INSERTED)
         return {"cols": [], "results": results}
 
-    def _map_meta(self, bulk_args: list) -> None:
-        """CrateDB casts every row on the coordinator before anything is written: one sub-key of
-        a dynamic object whose type differs from its mapping (or from an earlier row's) fails the
-        whole request with 400/4003, and nothing of it is stored."""
-        kinds = dict(self.state.meta_types)
+    def _check_privilege(self, s: str, user: str | None) -> None:
+        """DQL to read a table, DML to write it (on the table, its schema or the cluster); the
+        superuser may do anything. CrateDB answers a missing privilege with 401/4011."""
+        if user is None or not self.state.enforce_privileges:
+            return
+        m = re.match(r"(INSERT INTO|SELECT .* FROM) (\w+)\.(\w+)", s)
+        if m is None:
+            if s.startswith(("CREATE", "DROP", "ALTER", "GRANT", "REVOKE")):
+                raise SqlError(401, 4011, f"MissingPrivilegeException[Missing privilege for user '{user}']")
+            return
+        kind = "DML" if m.group(1) == "INSERT INTO" else "DQL"
+        schema, table = m.group(2), m.group(3)
+        held = {(k, i) for k, i, g in self.state.privileges if g == user}
+        if not held & {(kind, f"{schema}.{table}"), (kind, schema), (kind, "")}:
+            raise SqlError(401, 4011, f"MissingPrivilegeException[Missing '{kind}' privilege for user '{user}' on "
+                                      f"relation '{schema}.{table}']")
 
-        def walk(value, path: str) -> None:
-            kind = "object" if isinstance(value, dict) else "array" if isinstance(value, list) else \
-                "boolean" if isinstance(value, bool) else "number" if isinstance(value, (int, float)) else \
-                "text" if isinstance(value, str) else None
-            if kind is None:
+    def _map_meta(self, bulk_args: list) -> dict[int, dict]:
+        """A dynamic object as CrateDB 6.4.3 maps it (seen on a node built from its source): a value
+        whose type differs from an existing sub-column's fails the whole request on the
+        coordinator (400/4000, nothing stored); a sub-column new in this request that two rows
+        give different types fails the later row alone (-2/4000). Returns those row failures."""
+        mapped = self.state.meta_types
+        new: dict[str, str] = {}
+        failures: dict[int, dict] = {}
+
+        def kind_of(value) -> str | None:
+            return ("object" if isinstance(value, dict) else "array" if isinstance(value, list) else
+                    "boolean" if isinstance(value, bool) else "bigint" if isinstance(value, int) else
+                    "double precision" if isinstance(value, float) else "text" if isinstance(value, str) else None)
+
+        def walk(value, path: str, key: str, row: int) -> None:
+            kind = kind_of(value)
+            if kind is None or row in failures:
                 return
-            if path != "meta":
-                if kinds.setdefault(path, kind) != kind:
-                    raise SqlError(400, 4003, f"ColumnValidationException[Validation failed for {path}: "
-                                              f"Cannot cast value to type {kinds[path]}]")
+            if path in mapped and mapped[path] != kind:
+                shown = "{" + ", ".join(f"{k}={v}" for k, v in value.items()) + "}" if isinstance(value, dict) else value
+                raise SqlError(400, 4000, f"SQLParseException[Cannot cast object element `{key}` with value "
+                                          f"`{shown}` to type `{mapped[path]}`]")
+            if path not in mapped and new.setdefault(path, kind) != kind:
+                failures[row] = {"rowcount": -2, "error": {"code": 4000, "message": (
+                    f"SQLParseException[Column `{path}` already exists with type `{new[path]}`. "
+                    f"Cannot add same column with type `{kind}`]")}}
+                return
             if isinstance(value, dict):
-                for key, sub in value.items():
-                    walk(sub, f"{path}['{key}']")
+                for sub, item in value.items():
+                    walk(item, f"{path}['{sub}']", sub, row)
 
-        for row in bulk_args:
-            walk(row[5] or {}, "meta")
-        self.state.meta_types = kinds
+        for row, args in enumerate(bulk_args):
+            for key, value in (args[5] or {}).items():
+                walk(value, f"meta['{key}']", key, row)
+        mapped.update(new)
+        return failures
 
     def _execute(self, s: str) -> dict:
         st = self.state
@@ -223,7 +271,27 @@ class CrateDouble:
         if m := re.match(r"CREATE TABLE IF NOT EXISTS (\w+\.\w+) \(", s):
             created = m.group(1) not in st.tables
             st.tables.add(m.group(1))
+            if created and (replicas := re.search(r"number_of_replicas = '([0-9a-z-]+)'", s)):
+                st.replicas[m.group(1)] = replicas.group(1)
+            if created and "meta OBJECT(DYNAMIC)" in s:
+                st.dynamic_meta_tables.add(m.group(1))
             return {"cols": [], "rows": [], "rowcount": int(created)}
+        if m := re.fullmatch(r"ALTER TABLE (\w+\.\w+) SET \(number_of_replicas = '([0-9a-z-]+)'\)", s):
+            if m.group(1) not in st.tables:
+                raise SqlError(404, 4041, f"RelationUnknown[Relation '{m.group(1)}' unknown]")
+            st.replicas[m.group(1)] = m.group(2)
+            return {"cols": [], "rows": [], "rowcount": 1}
+        if s.startswith("SELECT 'replicas of ' ||"):
+            return _rows(sorted(f"replicas of {t}: {st.replicas.get(t, '0-1')}" for t in st.tables if t.startswith("doc.")))
+        if m := re.fullmatch(r"DROP TABLE IF EXISTS (\w+\.\w+)", s):
+            dropped = m.group(1) in st.tables
+            st.tables.discard(m.group(1))
+            st.dynamic_meta_tables.discard(m.group(1))
+            return {"cols": [], "rows": [], "rowcount": int(dropped)}
+        if m := re.fullmatch(r"DROP USER IF EXISTS (\w+)", s):
+            st.users.pop(m.group(1), None)
+            st.privileges = {p for p in st.privileges if p[2] != m.group(1)}
+            return {"cols": [], "rows": [], "rowcount": 1}
         if m := re.fullmatch(r"CREATE USER (\w+) WITH \(password = '([^']*)'\)", s):
             if m.group(1) in st.users:
                 raise SqlError(409, 4099, f"RoleAlreadyExistsException[Role '{m.group(1)}' already exists]")

@@ -2,7 +2,8 @@
 # Entry point of every CrateDB task (the image's own entrypoint does the rest).
 # - nofile: CrateDB's bootstrap check wants 65536; Swarm services cannot set ulimits through
 #   pulumi-docker, so the soft limit is raised here (within the engine's hard limit).
-# - heap: half the host's memory, capped below 31 GB, unless CRATE_HEAP_SIZE is set.
+# - heap: MDS_HEAP_SIZE (the stack's heapSize), else half the host's memory, capped below 31 GB.
+#   (Not CRATE_HEAP_SIZE: the official image sets it to 512M, so it is never unset.)
 # - shutdown gate: on SIGTERM (a rolling update, a drain) the node waits until the cluster is GREEN
 #   before it stops, so that a rolling restart takes the next node down only after the previous
 #   one has its replicas back. Bounded by STOP_GATE_SECONDS (below Swarm's stop grace period).
@@ -12,7 +13,9 @@ set -eu
 
 ulimit -n 65536 || { echo "start-crate: cannot raise nofile to 65536 (hard limit $(ulimit -Hn))" >&2; exit 1; }
 
-if [ -z "${CRATE_HEAP_SIZE:-}" ]; then
+if [ -n "${MDS_HEAP_SIZE:-}" ]; then
+  export CRATE_HEAP_SIZE="$MDS_HEAP_SIZE"
+else
   total_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)
   heap_mb=$((total_kb / 2 / 1024))
   [ "$heap_mb" -le 30720 ] || heap_mb=30720  # stay below 31 GB: compressed object pointers
@@ -20,9 +23,9 @@ if [ -z "${CRATE_HEAP_SIZE:-}" ]; then
 fi
 echo "start-crate: node ${NODE_NAME}, heap ${CRATE_HEAP_SIZE}"
 
-cluster_health() {
+cluster_health() {  # the master's view (sys.health is this node's own)
   curl -sf -m 5 -H 'Content-Type: application/json' \
-    -d '{"stmt": "SELECT health FROM sys.health ORDER BY severity DESC LIMIT 1"}' \
+    -d '{"stmt": "SELECT health FROM sys.cluster_health"}' \
     http://127.0.0.1:4200/_sql | sed -n 's/.*"rows":\[\["\([A-Z]*\)"\]\].*/\1/p'
 }
 
@@ -30,7 +33,7 @@ stop_gate() {
   deadline=$(( $(date +%s) + ${STOP_GATE_SECONDS:-540} ))
   while [ "$(date +%s)" -lt "$deadline" ]; do
     health=$(cluster_health || true)
-    # No table yet (empty answer) or GREEN: nothing to wait for.
+    # No answer (no master: nothing to protect by waiting) or GREEN: stop now.
     if [ -z "$health" ] || [ "$health" = GREEN ]; then break; fi
     echo "start-crate: stop requested, cluster is ${health}; waiting for GREEN before stopping"
     sleep 5

@@ -21,6 +21,7 @@ inventory() { # one line per table, user, privilege and repository of the stack
   local stmt
   for stmt in \
     "SELECT 'table ' || table_schema || '.' || table_name FROM information_schema.tables WHERE table_schema = 'doc' ORDER BY 1" \
+    "SELECT 'replicas of ' || table_schema || '.' || table_name || ': ' || number_of_replicas FROM information_schema.tables WHERE table_schema = 'doc' ORDER BY 1" \
     "SELECT 'user ' || name FROM sys.users ORDER BY 1" \
     "SELECT 'privilege ' || type || ' on ' || coalesce(ident, 'cluster') || ' to ' || grantee FROM sys.privileges ORDER BY 1" \
     "SELECT 'repository ' || name FROM sys.repositories ORDER BY 1"; do

@@ -10,7 +10,8 @@ CREATE TABLE IF NOT EXISTS doc.readings (
         bool BOOLEAN
     ),
     unit TEXT,
-    meta OBJECT(DYNAMIC),
+    -- IGNORED: any shape per device, no type conflict between devices, no column per key
+    meta OBJECT(IGNORED),
     received TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
     month TIMESTAMP WITH TIME ZONE GENERATED ALWAYS AS date_trunc('month', ts),
     PRIMARY KEY (agent, sensor, ts, month)

@@ -48,7 +48,8 @@ def test_first_run_creates_everything_and_second_run_changes_nothing(schema_comm
         report = first.stdout.strip()
         assert report.startswith("cratedb-schema node1: changed: ")
         for item in ("table doc.readings", "user admin", "user ingest", "user grafana",
-                     "privilege DML on doc.readings to ingest", "privilege DQL on sys to grafana", "repository mds_backups"):
+                     "privilege DML on doc.readings to ingest", "privilege DQL on doc.readings to ingest",
+                     "privilege DQL on sys to grafana", "repository mds_backups", "replicas of doc.readings: 1"):
             assert item in report
         assert set(crate.state.users) == {"admin", "ingest", "grafana"}
 
@@ -58,6 +59,19 @@ def test_first_run_creates_everything_and_second_run_changes_nothing(schema_comm
         # The second run set the passwords again (409 -> ALTER USER) and re-registered the repository.
         assert sum(s.startswith("ALTER USER") for s in crate.state.statements) == 3
         assert "DROP REPOSITORY mds_backups" in crate.state.statements
+
+
+def test_a_changed_replica_count_reaches_the_existing_table(deploy, tmp_path):
+    """CREATE TABLE IF NOT EXISTS keeps a table as it is; the ALTER step applies the new count."""
+    declared, _ = deploy({"hosts": hosts(3), "cratedb": {"replicas": 1}})
+    command, stdin = declared["cratedb-schema"].inputs["create"], plain(declared["cratedb-schema"].inputs["stdin"])
+    declared, _ = deploy({"hosts": hosts(3), "cratedb": {"replicas": 2}})
+    stdin_two = plain(declared["cratedb-schema"].inputs["stdin"])
+    with CrateDouble(CrateState(nodes=3)) as crate:
+        assert run(command, stdin, crate, tmp_path).returncode == 0 and crate.state.replicas["doc.readings"] == "1"
+        again = run(command, stdin_two, crate, tmp_path)
+        assert again.returncode == 0 and crate.state.replicas["doc.readings"] == "2"
+        assert "changed: replicas of doc.readings: 2" in again.stdout
 
 
 def test_changed_password_is_applied(schema_command, tmp_path):
@@ -71,7 +85,7 @@ def test_changed_password_is_applied(schema_command, tmp_path):
 
 def test_a_failing_step_fails_without_printing_secrets(schema_command, tmp_path):
     command, stdin = schema_command
-    broken = stdin.replace("GRANT DML ON TABLE doc.readings TO ingest", "GRANT NONSENSE TO ingest")
+    broken = stdin.replace("GRANT DML, DQL ON TABLE doc.readings TO ingest", "GRANT NONSENSE TO ingest")
     with CrateDouble() as crate:
         result = run(command, broken, crate, tmp_path)
     assert result.returncode != 0

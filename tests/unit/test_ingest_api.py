@@ -252,7 +252,7 @@ def test_rows_the_database_refuses_are_reported_to_their_own_request():
             (s1, b1, _), (s2, b2, _) = await asyncio.gather(
                 post(url, "/v1/readings", good, auth=token("a")), post(url, "/v1/readings", bad, auth=token("b")))
             assert (s1, b1["stored"]) == (200, 2)
-            assert s2 == 422 and b2["index"] == 1 and b2["failed"][0]["code"] == 4003
+            assert s2 == 422 and b2["index"] == 1 and b2["failed"][0]["code"] == 4000
             assert "the others are stored" in b2["error"] and b2["stored"] == 1
             assert ("b", "t", bad["readings"][0]["ts"]) in double.state.readings
     run(go())
@@ -284,11 +284,11 @@ def test_rows_the_database_did_not_store_are_never_acknowledged(sensor, state):
 
 
 def test_a_value_the_database_refuses_for_the_whole_insert_fails_only_its_own_request():
-    """A type conflict in a dynamic object fails CrateDB's whole bulk request (400/4003). The
+    """A type conflict in a dynamic object fails CrateDB's whole bulk request (400/4000). The
     writer then writes the requests of that insert one by one: the culprit gets 422 with the
     reason, every other request is stored."""
     async def go():
-        state = _state(dynamic_meta=True, meta_types={"meta['line']": "number"}, delay_s=0.3)
+        state = _state(dynamic_meta=True, meta_types={"meta['line']": "bigint"}, delay_s=0.3)
         async with running(state, linger_ms=5000) as (url, double, _):
             slow = asyncio.create_task(post(url, "/v1/readings", batch(1, start=now_ms() - 20_000), auth=token("warm")))
             await asyncio.sleep(0.1)  # the others gather behind it and go as one insert
@@ -299,7 +299,7 @@ def test_a_value_the_database_refuses_for_the_whole_insert_fails_only_its_own_re
             await slow
             assert [a[0] for a in answers[:5]] == [200] * 5
             status, body, _ = answers[5]
-            assert status == 422 and "4003" in body["error"] and "nothing of it was stored" in body["error"]
+            assert status == 422 and "4000" in body["error"] and "nothing of it was stored" in body["error"]
             assert {k[0] for k in double.state.readings} == {"warm", "g0", "g1", "g2", "g3", "g4"}
             assert inserts(double) == 1 + 1 + 6  # warm; the six together, refused; each alone
     run(go())
