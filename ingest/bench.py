@@ -45,11 +45,27 @@ def free_port() -> int:
 
 
 def bodies(batch: int, count: int = 64) -> list[bytes]:
-    """Distinct bodies (their keys differ), timestamps inside the accepted window."""
+    """Distinct bodies (their keys differ), timestamps inside the accepted window. Sent again by
+    the same device, a body would be a retry (nothing new stored, keys read back): each pass over
+    the bodies comes from a device of its own (`heads`)."""
     now = int(time.time() * 1000)
     return [orjson.dumps({"readings": [
         {"ts": now - 60_000 + i, "sensor": f"s{b}-{i % 8}", "value": 20.0 + i % 10, "unit": "celsius"}
         for i in range(batch)]}) for b in range(count)]
+
+
+class Heads:
+    """Request heads, one device per pass over the bodies (a pass = one use of every body)."""
+
+    def __init__(self, url: str, passes_from: int) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self.prefix = f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: Bearer "
+        self.first, self.tokens = passes_from, {}
+
+    def request(self, body: bytes, length: bytes, n: int) -> bytes:
+        if n not in self.tokens:
+            self.tokens = {n: (self.prefix + tokens.issue(SECRET, f"bench-{self.first + n}")).encode()}
+        return self.tokens[n] + b"\r\nContent-Type: application/json\r\nContent-Length: " + length + b"\r\n\r\n" + body
 
 
 CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
@@ -94,10 +110,8 @@ class _HttpConnection(asyncio.Protocol):
 
 async def _load(url: str, batch: int, seconds: float, rate: float | None, connections: int, out) -> None:
     parts = urllib.parse.urlsplit(url)
-    token = tokens.issue(SECRET, "bench")
-    requests = [(f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: Bearer {token}\r\n"
-                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
-                for body in bodies(batch)]
+    requests = [(body, str(len(body)).encode()) for body in bodies(batch)]
+    heads = Heads(url, time.time_ns() // 1_000_000)  # device numbers no earlier run used
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
@@ -114,7 +128,8 @@ async def _load(url: str, batch: int, seconds: float, rate: float | None, connec
                 await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
                 next_at += interval
             started = time.perf_counter()
-            if await connection.request(requests[i % len(requests)]) == 200:
+            body, length = requests[i % len(requests)]
+            if await connection.request(heads.request(body, length, i // len(requests))) == 200:
                 latencies.append(time.perf_counter() - started)
             else:
                 errors += 1
@@ -194,19 +209,27 @@ def wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:
     raise SystemExit(f"{what} did not listen within 20 s")
 
 
-def start_services(root: Path, tmp: str, workers: int) -> tuple[subprocess.Popen, subprocess.Popen, str]:
-    crate_port, ingest_port = free_port(), free_port()
-    double = subprocess.Popen([sys.executable, "-m", "tests.cratedb_double", "--port", str(crate_port),
-                               "--user", "ingest:bench-password"], cwd=root, stdout=subprocess.DEVNULL)
+def start_ingest(root: Path, tmp: str, workers: int, crate_url: str, *, user: str = "ingest",
+                 table: str = "doc.readings") -> tuple[subprocess.Popen, str]:
+    """`python -m ingest` on a free port, writing to `crate_url` (password in tmp/password)."""
+    ingest_port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "ingest"], cwd=root, stdout=subprocess.DEVNULL,
                               stderr=subprocess.STDOUT, env={
-        **os.environ, "INGEST_BIND": "127.0.0.1", "INGEST_PORT": str(ingest_port), "INGEST_CRATE_URLS": f"http://127.0.0.1:{crate_port}",
+        **os.environ, "INGEST_BIND": "127.0.0.1", "INGEST_PORT": str(ingest_port), "INGEST_CRATE_URLS": crate_url,
         "INGEST_TOKEN_SECRET_FILE": f"{tmp}/secret", "INGEST_CRATE_PASSWORD_FILE": f"{tmp}/password",
-        "INGEST_QUEUE_ROWS": "1000000", "INGEST_WORKERS": str(workers)})
-    wait_for_port(crate_port, double, "the contract double")
+        "INGEST_CRATE_USER": user, "INGEST_TABLE": table, "INGEST_QUEUE_ROWS": "1000000", "INGEST_WORKERS": str(workers)})
     wait_for_port(ingest_port, server, "the ingest server")
     wait_for_listeners(ingest_port, workers)
-    return double, server, f"http://127.0.0.1:{ingest_port}/v1/readings"
+    return server, f"http://127.0.0.1:{ingest_port}/v1/readings"
+
+
+def start_services(root: Path, tmp: str, workers: int) -> tuple[subprocess.Popen, subprocess.Popen, str]:
+    crate_port = free_port()
+    double = subprocess.Popen([sys.executable, "-m", "tests.cratedb_double", "--port", str(crate_port),
+                               "--user", "ingest:bench-password"], cwd=root, stdout=subprocess.DEVNULL)
+    wait_for_port(crate_port, double, "the contract double")
+    server, url = start_ingest(root, tmp, workers, f"http://127.0.0.1:{crate_port}")
+    return double, server, url
 
 
 def wait_for_listeners(port: int, count: int) -> None:
