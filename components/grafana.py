@@ -100,6 +100,10 @@ class Grafana(pulumi.ComponentResource):
                         "GF_ANALYTICS_REPORTING_ENABLED": "false",
                         "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
                         "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES": "false",
+                        # No state, so every start would install the preinstalled app plugins
+                        # from the internet again; and no news feed from grafana.com.
+                        "GF_PLUGINS_PREINSTALL_DISABLED": "true",
+                        "GF_NEWS_NEWS_FEED_ENABLED": "false",
                     },
                     secrets=[docker.ServiceTaskSpecContainerSpecSecretArgs(
                         secret_id=secret.id, secret_name=secret.name, file_name=file_name, file_uid=GRAFANA_UID,

@@ -11,6 +11,7 @@ from components.grafana_dashboards.defaults import DATASOURCE_TYPE, DATASOURCE_U
 from stack.config import AlertSettings
 
 DASHBOARDS_DIR = "/etc/grafana/dashboards"
+range_rule_uid = alerts.range_rule_uid
 
 
 def dashboards(alert_settings: AlertSettings) -> dict[str, dict]:

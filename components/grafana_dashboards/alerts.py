@@ -7,7 +7,9 @@ alert's labels and whose one number is compared by a threshold expression.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 
 from grafana_foundation_sdk.builders import alerting, expr
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
@@ -43,9 +45,17 @@ def agent_silent(minutes: int):
         summary="{{ $labels.agent }} sent no reading for {{ $values.A }} s")
 
 
+def range_rule_uid(sensor: str) -> str:
+    """Grafana refuses to start on a rule uid outside [A-Za-z0-9_-] or over 40 characters
+    (pkg/util/shortid_generator.go): the sensor's name made safe and cut, plus a hash of the name,
+    so that "temp.1", "temp-1" and two names cut alike still get uids of their own."""
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "-", sensor)
+    return f"mds-range-{safe[:21]}-{hashlib.sha256(sensor.encode()).hexdigest()[:8]}"
+
+
 def reading_out_of_range(limits: ReadingRange):
     return _rule(
-        f"mds-range-{limits.sensor}"[:40], f"{limits.sensor} outside {limits.min:g}..{limits.max:g}",
+        range_rule_uid(limits.sensor), f"{limits.sensor} outside {limits.min:g}..{limits.max:g}",
         f"""SELECT agent, count(*) AS out_of_range FROM {TABLE}
             WHERE sensor = '{limits.sensor}' AND ts > now() - INTERVAL '5 minutes'
               AND (reading['num'] < {float(limits.min)!r} OR reading['num'] > {float(limits.max)!r})
@@ -75,8 +85,8 @@ def _rule_json(rule) -> dict:
 
 
 def _receiver(point: ContactPoint) -> dict:
-    if point.type == "webhook":
-        return {"uid": "mds-webhook", "type": "webhook", "settings": {"url": point.url}}
+    if point.type == "webhook":  # Grafana expands $VAR in provisioned settings: a literal $ is $$
+        return {"uid": "mds-webhook", "type": "webhook", "settings": {"url": point.url.replace("$", "$$")}}
     return {"uid": "mds-email", "type": "email", "settings": {"addresses": ";".join(point.addresses)}}
 
 

@@ -31,7 +31,8 @@ SYS_COLUMNS = {
     "sys.checks": {"id", "severity", "description", "passed"},
 }
 KEYWORDS = {"select", "from", "where", "group", "by", "order", "as", "and", "or", "is", "not", "null", "between",
-            "having", "desc", "asc", "interval", "false", "true", "epoch", "count", "on"}
+            "having", "desc", "asc", "interval", "false", "true", "epoch", "count", "on", "timestamp", "with", "time",
+            "zone"}
 
 
 def readings_columns() -> set[str]:
@@ -141,16 +142,42 @@ def test_alert_rules_from_settings():
     document = yaml.safe_load(yaml.safe_dump(gd.alerting(settings)))
     (group,) = document["groups"]
     rules = {r["uid"]: r for r in group["rules"]}
-    assert set(rules) == {"mds-agent-silent", "mds-range-humidity", "mds-range-temperature", "mds-cluster-health"}
+    assert set(rules) == {"mds-agent-silent", gd.range_rule_uid("humidity"), gd.range_rule_uid("temperature"),
+                          "mds-cluster-health"}
     for rule in rules.values():
         ref_ids = {q["refId"] for q in rule["data"]}
         assert rule["condition"] in ref_ids and len(rule["uid"]) <= 40
         assert not {"folderUID", "orgID", "ruleGroup"} & set(rule)  # named by the group in the file format
     threshold = lambda r: r["data"][1]["model"]["conditions"][0]["evaluator"]  # noqa: E731
     assert threshold(rules["mds-agent-silent"]) == {"type": "gt", "params": [900.0]}
-    assert "reading['num'] < 0.0 OR reading['num'] > 100.0" in rules["mds-range-humidity"]["data"][0]["model"]["rawSql"]
+    assert "reading['num'] < 0.0 OR reading['num'] > 100.0" in rules[gd.range_rule_uid("humidity")]["data"][0]["model"]["rawSql"]
     assert rules["mds-cluster-health"]["noDataState"] == "Alerting"  # an unreachable CrateDB alerts too
     assert "contactPoints" not in document and "policies" not in document  # none configured: rules notify nobody
+
+
+def test_rule_uids_are_valid_and_distinct_for_awkward_sensor_names():
+    """Grafana refuses to start on a uid outside [A-Za-z0-9_-] or over 40 characters."""
+    names = ["temp.1", "temp-1", "temp_1", "cpu.usage_idle", "x" * 64, "x" * 63 + "y", "a..b", "..."]
+    settings = AlertSettings(ranges=tuple(ReadingRange(sensor=n, min=0, max=1) for n in names))
+    uids = [r["uid"] for r in gd.alerting(settings)["groups"][0]["rules"]]
+    assert len(set(uids)) == len(uids) == len(names) + 2
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{1,40}", uid) for uid in uids), uids
+
+
+def test_a_dollar_in_a_webhook_url_reaches_grafana_as_a_dollar():
+    document = gd.alerting(AlertSettings(contact_point=ContactPoint(type="webhook", url="https://hooks.example/x?sig=a$b")))
+    url = document["contactPoints"][0]["receivers"][0]["settings"]["url"]
+    assert url == "https://hooks.example/x?sig=a$$b"  # Grafana turns $$ into $ (values.go)
+
+
+def test_the_readings_per_minute_stat_leaves_out_the_interval_still_filling():
+    (query,) = [sql for where, sql in every_query() if "Readings per minute" in where]
+    assert "< floor(extract(epoch from now()) * 1000 / $__interval_ms)" in query
+
+
+def test_ingest_panels_bound_ts_so_that_only_recent_partitions_are_read():
+    queries = [sql for where, sql in every_query() if where.startswith("ingest")]
+    assert queries and all("$__timeFilter(received)" in q and "ts BETWEEN CAST($__timeFrom()" in q for q in queries)
 
 
 def test_no_dollar_outside_annotations_in_the_alerting_file():
@@ -207,6 +234,8 @@ def test_one_replica_on_grafana_hosts_with_provisioning_and_secrets(deploy):
     assert "/api/health" in " ".join(container["healthcheck"]["tests"])
     env = container["env"]
     assert (env["GF_AUTH_ANONYMOUS_ENABLED"], env["GF_USERS_ALLOW_SIGN_UP"]) == ("false", "false")
+    # no calls home: no plugin installs at start (Grafana keeps no state here), no news feed
+    assert (env["GF_PLUGINS_PREINSTALL_DISABLED"], env["GF_NEWS_NEWS_FEED_ENABLED"]) == ("true", "false")
     assert env["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana-admin-password"
     secrets = {s["fileName"]: s["secretId"] for s in container["secrets"]}
     assert secrets == {"grafana-admin-password": "grafana-secret-admin-id", "grafana-db-password": "cratedb-secret-grafana-id"}
