@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import hashlib
 import io
 import json
 import tarfile
@@ -22,7 +21,7 @@ from typing import Any
 import pulumi
 import pulumi_command as command
 
-from components.remote import Script, connection, needs_sudo
+from components.remote import Script, connection, needs_sudo, remote_command
 from ingest import tokens
 from pi.config import ConfigError as AgentConfigError
 from pi.config import parse_sensors
@@ -93,13 +92,6 @@ def bundle(agent: AgentSpec, endpoints: Sequence[str], token: str, ca: str | Non
     return base64.b64encode(gzip.compress(raw.getvalue(), mtime=0)).decode()
 
 
-def package_digest() -> str:
-    digest = hashlib.sha256(UNIT.read_bytes())
-    for name, data in package_files():
-        digest.update(name.encode() + b"\0" + data)
-    return digest.hexdigest()
-
-
 class Agents(pulumi.ComponentResource):
     installed: dict[str, pulumi.Output[str]]  # agent name -> the install script's report
 
@@ -112,14 +104,13 @@ class Agents(pulumi.ComponentResource):
             stdin = pulumi.Output.secret(pulumi.Output.all(args.endpoints, args.token_secret, args.ca_certificate).apply(
                 lambda values, a=agent: bundle(a, values[0], tokens.issue(values[1].encode(), a.name), values[2])))
             install = INSTALL.command({"AGENT_NAME": agent.name}, sudo=sudo)
-            resource = command.remote.Command(
+            resource = remote_command(
                 f"{name}-{agent.name}",
                 connection=connection(agent, args.ssh_private_key),
                 create=install,
                 update=install,  # in place: a new config or package restarts the agent, nothing is removed
                 delete=REMOVE.command({"AGENT_NAME": agent.name}, sudo=sudo),
                 stdin=stdin,
-                triggers=[INSTALL.digest, package_digest()],
                 logging=command.remote.Logging.STDOUT,  # the report names files, never the token
                 opts=child,
             )

@@ -18,7 +18,7 @@ import pulumi_docker as docker
 import pulumi_random as random
 
 from components.hosts import Host
-from components.remote import Script
+from components.remote import Script, remote_command
 from components.swarm_configs import hashed_config, swarm_secret
 from stack.config import BackupSettings, ConfigError, CrateDbSettings, HostSpec
 from stack.constants import (
@@ -218,7 +218,7 @@ class CrateDb(pulumi.ComponentResource):
             "HOST_NAME": runner.spec.name, "SERVICE": CRATEDB_SERVICE, "EXPECTED_NODES": str(len(nodes)),
             "DEADLINE": "600",
         }, sudo=runner.sudo)
-        self.schema = command.remote.Command(
+        self.schema = remote_command(
             f"{name}-schema",
             connection=runner.connection,
             create=schema_cmd,
@@ -226,7 +226,7 @@ class CrateDb(pulumi.ComponentResource):
             stdin=pulumi.Output.all(
                 pulumi.Output.all(**self.passwords), pulumi.Output.all(**(args.backup_keys or {})),
             ).apply(lambda both: schema_requests(settings, both[0], both[1])),
-            triggers=[SCHEMA.digest, self.service.id],
+            triggers=[self.service.id],  # a new service (no delete step here): apply the schema again
             logging=command.remote.Logging.STDOUT,  # stdout names steps only; never a password
             opts=child.merge(pulumi.ResourceOptions(depends_on=[self.service])),
         )

@@ -8,7 +8,7 @@ from typing import Any
 import pulumi
 import pulumi_command as command
 
-from components.remote import Script, connection, needs_sudo
+from components.remote import Script, connection, needs_sudo, remote_command
 from stack.config import ConfigError, HostSpec
 from stack.constants import DATA_DIRS, VM_MAX_MAP_COUNT
 
@@ -54,12 +54,11 @@ class Host(pulumi.ComponentResource):
         self.sudo = needs_sudo(args.spec)
         self.connection = connection(args.spec, args.ssh_private_key)
         provision = PROVISION.command(provision_env(args.spec, args.data_root), sudo=self.sudo)
-        self.provision = command.remote.Command(
+        self.provision = remote_command(
             f"{name}-provision",
             connection=self.connection,
             create=provision,
             update=provision,  # re-run in place when the script changes; never replace a host
-            triggers=[PROVISION.digest],
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.provisioned = self.provision.stdout

@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-import pulumi_command as command
 import pulumi_docker as docker
 import pulumi_random as random
 import pulumi_tls as tls
 
 from components.hosts import Host
-from components.remote import Script
+from components.remote import Script, remote_command
 from components.swarm_configs import SECRETS_DIR, swarm_secret
 from stack.config import ConfigError, IngestSettings, is_ip
 from stack.constants import CRATEDB_HTTP_PORT, CRATEDB_SERVICE, READINGS_TABLE
@@ -101,9 +100,9 @@ class Ingest(pulumi.ComponentResource):
             for host in hosts:
                 build = BUILD.command({"HOST_NAME": host.spec.name, "IMAGE": image, "BASE_IMAGE": settings.base_image},
                                       sudo=host.sudo)
-                builds.append(command.remote.Command(
+                builds.append(remote_command(
                     f"{name}-image-{host.spec.name}", connection=host.connection, create=build, update=build,
-                    stdin=context, triggers=[BUILD.digest, image],
+                    stdin=context,
                     opts=child.merge(pulumi.ResourceOptions(depends_on=[host.provision])),
                 ))
 

@@ -1,10 +1,15 @@
 """How a component runs one of its script files on a host over SSH.
 
 Each script travels inside the command (`bash -c <script>`), with its environment as `env`
-arguments in front: pulumi-command's `environment` needs AcceptEnv on the SSH server, and its delete
-step gets no stdin, so the command string alone must carry everything. Secrets never go into the
-command (sudo logs it): scripts that need one read it from stdin. The lab tier runs these very
-strings over real SSH.
+arguments in front: pulumi-command's `environment` needs AcceptEnv on the SSH server. Secrets never
+go into the command (sudo logs it): scripts that need one read it from stdin (delete steps get the
+stored stdin too). The lab tier runs these very strings over real SSH.
+
+What the provider does with a change (pulumi-command 1.2.1, provider/pkg/provider/common/inputs.go
+and remote/command.go): `triggers` are replaceOnChanges, so a changed trigger replaces the command
+and runs the old one's `delete` (for the swarm: drain, demote, leave); a changed `create`/`update`
+text, `stdin` or `connection` is an in-place update. The script text is part of every command, so
+an edited script is an update already: no command here has a script digest as a trigger.
 """
 
 from __future__ import annotations
@@ -36,7 +41,6 @@ class Script:
 
     @cached_property
     def digest(self) -> str:
-        """The trigger of every command that runs this script: a changed script runs again."""
         return hashlib.sha256(self.text.encode()).hexdigest()
 
     def command(self, env: Mapping[str, str], *, sudo: bool) -> str:
@@ -48,6 +52,13 @@ class Script:
     def command_output(self, env: Mapping[str, pulumi.Input[str]], *, sudo: bool) -> pulumi.Output[str]:
         """`command` for environments that hold Outputs (a node id known only after a join)."""
         return pulumi.Output.all(**env).apply(lambda resolved: self.command(resolved, sudo=sudo))
+
+
+def remote_command(name: str, **kwargs) -> command.remote.Command:
+    """A `command.remote.Command` that does not send the previous stdout to the host on update and
+    delete (`addPreviousOutputInEnv` is on by default: for `swarm init` that would be the join
+    tokens, in the environment of every later run)."""
+    return command.remote.Command(name, add_previous_output_in_env=False, **kwargs)
 
 
 def needs_sudo(host: HostSpec | AgentSpec) -> bool:

@@ -24,7 +24,7 @@ import pulumi_docker as docker
 
 from components.docker_access import docker_host, ssh_opts
 from components.hosts import Host
-from components.remote import Script
+from components.remote import Script, remote_command
 from stack.config import ConfigError
 from stack.constants import MAX_MANAGERS, OVERLAY_NETWORK, SWARM_PORT
 
@@ -83,13 +83,12 @@ class Swarm(pulumi.ComponentResource):
         init_env = {"HOST_NAME": manager.spec.name, "ADVERTISE_ADDR": manager.spec.private_address,
                     "SWARM_PORT": str(SWARM_PORT)}
         init_cmd = INIT.command(init_env, sudo=manager.sudo)
-        init = command.remote.Command(
+        init = remote_command(
             f"{name}-init",
             connection=manager.connection,
             create=init_cmd,
             update=init_cmd,
             delete=LEAVE.command({"HOST_NAME": manager.spec.name}, sudo=manager.sudo),
-            triggers=[INIT.digest, LEAVE.digest],
             logging=command.remote.Logging.NONE,  # stdout carries the join tokens
             opts=child.merge(pulumi.ResourceOptions(
                 additional_secret_outputs=["stdout"], depends_on=[manager.provision], delete_before_replace=True,
@@ -106,13 +105,12 @@ class Swarm(pulumi.ComponentResource):
             spec = host.spec
             forget_env = {"HOST_NAME": spec.name, "LEAVE_DEADLINE": str(LEAVE_DEADLINE)}
             forget_create = FORGET.command({**forget_env, "WAIT_FOR_DOWN": "0"}, sudo=manager.sudo)
-            forget = command.remote.Command(
+            forget = remote_command(
                 f"{name}-forget-{spec.name}",
                 connection=manager.connection,
                 create=forget_create,
                 update=forget_create,
                 delete=FORGET.command({**forget_env, "WAIT_FOR_DOWN": "1"}, sudo=manager.sudo),
-                triggers=[FORGET.digest],
                 opts=child.merge(pulumi.ResourceOptions(depends_on=[init])),
             )
             join_cmd = JOIN.command_output({
@@ -120,15 +118,14 @@ class Swarm(pulumi.ComponentResource):
                 "MANAGER_ADDR": manager.spec.private_address, "SWARM_PORT": str(SWARM_PORT),
                 "CLUSTER_ID": cluster_id, "JOIN_DEADLINE": str(JOIN_DEADLINE),
             }, sudo=host.sudo)
-            join = command.remote.Command(
+            join = remote_command(
                 f"{name}-join-{spec.name}",
                 connection=host.connection,
                 create=join_cmd,
                 update=join_cmd,
                 delete=LEAVE.command({"HOST_NAME": spec.name}, sudo=host.sudo),
                 stdin=tokens[spec.role].apply(lambda token: token + "\n"),
-                triggers=[JOIN.digest, LEAVE.digest],
-                # Leave before joining again when the host's connection changes.
+                # A replacement (the join is recreated) leaves before it joins again.
                 opts=child.merge(pulumi.ResourceOptions(
                     depends_on=[forget, host.provision], delete_before_replace=True,
                 )),
@@ -145,13 +142,12 @@ class Swarm(pulumi.ComponentResource):
             }, NODE)
             # The first manager is not retired: the swarm dissolves with it.
             retire = None if host is manager else on_manager({**node_env, "DRAIN_DEADLINE": str(DRAIN_DEADLINE)}, RETIRE)
-            self.nodes_ready.append(command.remote.Command(
+            self.nodes_ready.append(remote_command(
                 f"{name}-node-{spec.name}",
                 connection=manager.connection,
                 create=node_cmd,
                 update=node_cmd,
                 delete=retire,
-                triggers=[NODE.digest, RETIRE.digest],
                 opts=child,
             ))
 

@@ -100,14 +100,24 @@ def test_node_roles_and_labels_come_from_config(deploy):
     assert env_of(declared["swarm-node-b"].inputs["delete"]) == {"HOST_NAME": "b", "NODE_ID": "node-b", "DRAIN_DEADLINE": "180"}
 
 
-def test_every_command_is_triggered_by_its_scripts(deploy):
+def test_an_edited_script_updates_its_commands_in_place_and_never_replaces_them(deploy):
+    """pulumi-command 1.2.1 replaces a command whose `triggers` changed (replaceOnChanges in
+    provider/pkg/provider/common/inputs.go): the old one's delete would drain, demote and remove
+    every host. A changed `create`/`update` text is an update, and the script text is in it."""
     declared, _ = deploy({"hosts": hosts(3)})
-    import hashlib
-
-    digest = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in SCRIPTS_DIR.glob("*.sh")}
     for name, resource in commands(declared).items():
-        used = {script_name(resource.inputs[step]) for step in ("create", "delete") if step in resource.inputs}
-        assert {digest[s] for s in used} <= set(resource.inputs["triggers"]), name
+        assert "triggers" not in resource.inputs, name
+        assert resource.inputs["update"] == resource.inputs["create"], name
+        script, _, _ = script_and_env(resource.inputs["create"])
+        assert script == (SCRIPTS_DIR / script_name(resource.inputs["create"])).read_text(), name
+
+
+def test_no_command_sends_its_previous_output_to_the_host(deploy):
+    """addPreviousOutputInEnv is on by default: swarm init's previous stdout (the join tokens)
+    would travel as PULUMI_COMMAND_STDOUT with every update and delete."""
+    declared, _ = deploy({"hosts": hosts(3), "agents": [{"name": "pi-1", "address": "192.0.2.99"}]})
+    remote = {n: r for n, r in declared.items() if r.typ == "command:remote:Command"}
+    assert remote and all(r.inputs["addPreviousOutputInEnv"] is False for r in remote.values()), sorted(remote)
 
 
 def test_single_host_stack_has_no_joins(deploy):
