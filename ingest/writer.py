@@ -4,12 +4,13 @@ A request's rows join a queue; a flush sends up to `flush_rows` rows as one `bul
 (when it is due: see `BatchWriter`); each request learns the result of its own rows. The insert
 ignores rows whose key exists (`ON CONFLICT DO NOTHING`), so a retried batch never duplicates.
 
-What CrateDB 6.4's answers mean (REFERENCE.md, A, from its source): rowcount 1 is stored; -2 is
-a shard-level failure (codes 5000/5002, or no error object at all), so "not stored, retry" unless
-its code is a 4xxx; 0 is either a key that exists (a retry) or a row skipped because its partition
-was missing from the coordinator's metadata, so it is confirmed by reading the key back; a bad
-value fails the whole bulk request with HTTP 400, so the requests of that insert are written one
-by one to find the one the database refuses.
+What CrateDB 6.4's answers mean (its source, REFERENCE.md A, and a 6.4.3 node built from it):
+rowcount 1 is stored; -2 with a 4xxx code is a row refused for good (e.g. two types for a new
+object sub-column in one request, the column limit: 4000); -2 with another code or none is a failed
+shard: not stored, retry; 0 is either a key that exists (a retry) or a row skipped because its
+partition was missing from the coordinator's metadata, so it is confirmed by reading the key back;
+a value against an existing mapping fails the whole bulk request with HTTP 400 (4000), so the
+requests of that insert are written one by one to find the one the database refuses.
 """
 
 from __future__ import annotations
