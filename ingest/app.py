@@ -272,6 +272,8 @@ def create_app(settings: Settings, runner: CrateRunner | None = None) -> web.App
     for path in ("/data", "/temperature"):
         app.router.add_post(path, eden_data)
         app.router.add_put(path, eden_data)
+    from ingest import influx  # its handlers use this module's keys and body reader
+    influx.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)

@@ -5,7 +5,9 @@ Starts the CrateDB contract double (tests/cratedb_double.py, not CrateDB) and th
 as processes, then drives the server from a load process with batches of 1, 100 and 1000 readings:
 first as fast as it answers (closed loop, each connection one request at a time), then paced at
 half that request rate. In the same run it measures how fast the same bodies are merely
-JSON-parsed, and parsed and validated, in one process: the ceilings for a Python service. Each run
+JSON-parsed, and parsed and validated (and the same readings as line protocol parsed and
+validated), in one process: the ceilings for a Python service; and at batch 1000 the same readings
+as InfluxDB line protocol through `POST /api/v2/write`. Each run
 also reports the CPU that the server, the double and the load process used (100 % = one core),
 which shows where the cores went. It does all this for the service with 1 and with 2 worker
 processes, one after the other. Prints a table; the last line is
@@ -31,7 +33,7 @@ from pathlib import Path
 
 import orjson
 
-from ingest import tokens
+from ingest import line_protocol, tokens
 from ingest.payload import accepted_window, parse_batch
 
 SECRET = b"bench-token-secret-with-32-characters"
@@ -42,6 +44,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def line_bodies(batch: int, count: int = 64) -> list[bytes]:
+    """The same readings as `bodies`, in InfluxDB line protocol (one field per line, ms precision)."""
+    now = int(time.time() * 1000)
+    return ["\n".join(f"s{b}-{i % 8} value={20.0 + i % 10} {now - 60_000 + i}" for i in range(batch)).encode()
+            for b in range(count)]
 
 
 def bodies(batch: int, count: int = 64) -> list[bytes]:
@@ -59,13 +68,16 @@ class Heads:
 
     def __init__(self, url: str, passes_from: int) -> None:
         parts = urllib.parse.urlsplit(url)
-        self.prefix = f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: Bearer "
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        scheme, self.kind = ("Token", b"text/plain") if "/write" in parts.path else ("Bearer", b"application/json")
+        self.prefix = f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: {scheme} "
         self.first, self.tokens = passes_from, {}
 
     def request(self, body: bytes, length: bytes, n: int) -> bytes:
         if n not in self.tokens:
             self.tokens = {n: (self.prefix + tokens.issue(SECRET, f"bench-{self.first + n}")).encode()}
-        return self.tokens[n] + b"\r\nContent-Type: application/json\r\nContent-Length: " + length + b"\r\n\r\n" + body
+        return (self.tokens[n] + b"\r\nContent-Type: " + self.kind + b"\r\nContent-Length: " + length + b"\r\n\r\n"
+                + body)
 
 
 CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
@@ -89,8 +101,12 @@ class _HttpConnection(asyncio.Protocol):
         head_end = self.buffer.find(b"\r\n\r\n")
         if head_end < 0:
             return
+        if self.buffer[9:12] == b"204":  # no body, and no Content-Length
+            status, self.buffer = 204, self.buffer[head_end + 4:]
+            self.answer.set_result(status)
+            return
         length = CONTENT_LENGTH.search(self.buffer, 0, head_end)
-        if length is None:  # the ingest always sends one
+        if length is None:  # the ingest sends one with every other answer
             self.answer.set_exception(RuntimeError(f"answer without Content-Length: {self.buffer[:head_end]!r}"))
             return
         end = head_end + 4 + int(length.group(1))
@@ -110,7 +126,7 @@ class _HttpConnection(asyncio.Protocol):
 
 async def _load(url: str, batch: int, seconds: float, rate: float | None, connections: int, out) -> None:
     parts = urllib.parse.urlsplit(url)
-    requests = [(body, str(len(body)).encode()) for body in bodies(batch)]
+    requests = [(body, str(len(body)).encode()) for body in (line_bodies(batch) if "/write" in url else bodies(batch))]
     heads = Heads(url, time.time_ns() // 1_000_000)  # device numbers no earlier run used
     latencies: list[float] = []
     errors = 0
@@ -129,7 +145,7 @@ async def _load(url: str, batch: int, seconds: float, rate: float | None, connec
                 next_at += interval
             started = time.perf_counter()
             body, length = requests[i % len(requests)]
-            if await connection.request(heads.request(body, length, i // len(requests))) == 200:
+            if await connection.request(heads.request(body, length, i // len(requests))) in (200, 204):
                 latencies.append(time.perf_counter() - started)
             else:
                 errors += 1
@@ -179,12 +195,13 @@ def run_load(url: str, batch: int, seconds: float, rate: float | None = None, wa
             "p99 ms": pct(0.99), "errors": errors, "cpu": {**cpu, "load": load_cpu}}
 
 
-def parse_ceilings(batch: int, seconds: float = 1.5) -> tuple[float, float]:
-    """Readings/s that JSON parsing alone, and parsing plus validation, reach in this process."""
-    payloads = bodies(batch)
+def parse_ceilings(batch: int, seconds: float = 1.5) -> tuple[float, float, float]:
+    """Readings/s that JSON parsing alone, JSON parsing plus validation, and line protocol parsing
+    plus validation (the same readings) reach in this process."""
     now = int(time.time() * 1000)
+    window = accepted_window(now, 86_400, 300)
 
-    def rate(work) -> float:
+    def rate(work, payloads: list[bytes]) -> float:
         done, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds:
             for body in payloads:
@@ -192,8 +209,11 @@ def parse_ceilings(batch: int, seconds: float = 1.5) -> tuple[float, float]:
                 done += batch
         return done / (time.perf_counter() - started)
 
-    return rate(orjson.loads), rate(lambda body: parse_batch(
-        orjson.loads(body), "bench", window=accepted_window(now, 86_400, 300), limit=10_000))
+    json_bodies = bodies(batch)
+    return (rate(orjson.loads, json_bodies),
+            rate(lambda body: parse_batch(orjson.loads(body), "bench", window=window, limit=10_000), json_bodies),
+            rate(lambda body: line_protocol.parse(body, "bench", precision="ms", now_ms=now, window=window, limit=10_000),
+                 line_bodies(batch)))
 
 
 def wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:
@@ -254,7 +274,8 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"{args.seconds:.0f} s per run, {args.connections} connections; database: the contract double, not CrateDB")
     print(f"{'workers':>7} {'batch':>6} {'mode':>10} {'requests/s':>11} {'readings/s':>11} {'p50 ms':>8} {'p99 ms':>8}"
-          f" {'errors':>7} {'CPU % server/double/load':>25} {'JSON-only readings/s':>21} {'+validate':>10}")
+          f" {'errors':>7} {'CPU % server/double/load':>25} {'JSON-only readings/s':>21} {'+validate':>10}"
+          f" {'line protocol +validate':>24}")
     ceilings = {batch: parse_ceilings(batch) for batch in (1, 100, 1000)}
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -272,15 +293,24 @@ def main() -> None:
                     results[workers, batch] = (full, half)
                     for mode, r in (("max", full), ("half rate", half)):
                         cpu = "/".join(f"{r['cpu'][k] * 100:.0f}" for k in ("server", "double", "load"))
-                        json_only, validated = ceilings[batch]
-                        ceiling = f"{json_only:>21.0f} {validated:>10.0f}" if mode == "max" else ""
+                        json_only, validated, line = ceilings[batch]
+                        ceiling = f"{json_only:>21.0f} {validated:>10.0f} {line:>24.0f}" if mode == "max" else ""
                         print(f"{workers:>7} {batch:>6} {mode:>10} {r['requests/s']:>11.0f} {r['readings/s']:>11.0f} "
                               f"{r['p50 ms']:>8.1f} {r['p99 ms']:>8.1f} {r['errors']:>7} {cpu:>25} {ceiling}", flush=True)
+                # The same readings as InfluxDB line protocol (POST /api/v2/write), right after the JSON runs.
+                line = run_load(url.replace("/v1/readings", "/api/v2/write?org=o&bucket=b&precision=ms"), 1000,
+                                args.seconds, watch=watch, connections=args.connections)
+                results[workers, "line"] = line
+                cpu = "/".join(f"{line['cpu'][k] * 100:.0f}" for k in ("server", "double", "load"))
+                print(f"{workers:>7} {1000:>6} {'line proto':>10} {line['requests/s']:>11.0f} {line['readings/s']:>11.0f} "
+                      f"{line['p50 ms']:>8.1f} {line['p99 ms']:>8.1f} {line['errors']:>7} {cpu:>25}", flush=True)
             finally:
                 for process in (server, double):
                     process.terminate()
                     process.wait(timeout=15)
     full, half = results[worker_counts[-1], 1000]
+    line = results[worker_counts[-1], "line"]
+    print(f"line protocol: {line['readings/s']:.0f} readings/s at batch 1000 beside JSON's {full['readings/s']:.0f}")
     print(f"ingest: {full['readings/s']:.0f} readings/s at batch 1000, p99 {half['p99 ms']:.1f} ms "
           f"({worker_counts[-1]} worker{'s' if worker_counts[-1] > 1 else ''})")
 

@@ -1,0 +1,202 @@
+"""InfluxDB line protocol on the ingest: the specification's examples parse exactly, malformed lines
+say which line and what, and the real InfluxDB client libraries (`influxdb-client` for v2,
+`influxdb` for v1) write to the ingest unchanged, retries included. The database is the CrateDB
+contract double (not CrateDB)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from influxdb import InfluxDBClient as V1Client
+from influxdb_client import InfluxDBClient, Point, WritePrecision
+from influxdb_client.client.write.retry import WritesRetry
+from influxdb_client.client.write_api import SYNCHRONOUS
+
+from ingest import line_protocol
+from ingest.payload import BadInput, accepted_window
+from tests.cratedb_double import CrateState
+from tests.unit.ingest_support import now_ms, post, run, running, token
+
+EVERYTHING = accepted_window(now_ms(), 20 * 365 * 86400, 300)
+
+
+def parse(text: str, precision: str = "ns"):
+    return line_protocol.parse(text.encode(), "dev", precision=precision, now_ms=now_ms(), window=EVERYTHING, limit=1000)
+
+
+# The examples of the line protocol reference (InfluxDB 2.x docs, "Line protocol"), each with what
+# it must become: (sensor, value, unit, meta).
+SPEC_EXAMPLES = [
+    ('measurement,tag1=value1,tag2=value2 fieldKey="fieldValue" 1556813561098000000',
+     [("measurement.fieldKey,tag1=value1,tag2=value2", {"txt": "fieldValue"}, None, {"tag1": "value1", "tag2": "value2"})]),
+    ('myMeasurement fieldKey="This is a string"', [("myMeasurement.fieldKey", {"txt": "This is a string"}, None, None)]),
+    ("myMeasurement fieldKey=1.0", [("myMeasurement.fieldKey", {"num": 1.0}, None, None)]),
+    ("myMeasurement fieldKey=1", [("myMeasurement.fieldKey", {"num": 1.0}, None, None)]),
+    ("myMeasurement fieldKey=-1.234456e+78", [("myMeasurement.fieldKey", {"num": -1.234456e78}, None, None)]),
+    ("myMeasurement fieldKey=1i", [("myMeasurement.fieldKey", {"num": 1.0}, None, None)]),
+    ("myMeasurement fieldKey=12485903u", [("myMeasurement.fieldKey", {"num": 12485903.0}, None, None)]),
+    ("myMeasurement fieldKey=true", [("myMeasurement.fieldKey", {"bool": True}, None, None)]),
+    ("myMeasurement fieldKey=F", [("myMeasurement.fieldKey", {"bool": False}, None, None)]),
+    ('my\\ Measurement fieldKey="string value"', [("my Measurement.fieldKey", {"txt": "string value"}, None, None)]),
+    ('myMeasurement fieldKey="\\"string\\" within a string"',
+     [("myMeasurement.fieldKey", {"txt": '"string" within a string'}, None, None)]),
+    ("myMeasurement,tagKey=tag\\ Value fieldKey=1", [("myMeasurement.fieldKey,tagKey=tag Value", {"num": 1.0}, None, {"tagKey": "tag Value"})]),
+    ("my\\,Measurement,tag\\=Key=tag\\,Value field\\ Key=1",
+     [("my,Measurement.field Key,tag=Key=tag,Value", {"num": 1.0}, None, {"tag=Key": "tag,Value"})]),
+    ('myMeasurement fieldKey="string with a \\\\ backslash, a comma and = sign"',
+     [("myMeasurement.fieldKey", {"txt": "string with a \\ backslash, a comma and = sign"}, None, None)]),
+    ("cpu,host=pi-1,unit=percent usage_idle=99.5,usage_user=0.25",
+     [("cpu.usage_idle,host=pi-1", {"num": 99.5}, "percent", {"host": "pi-1"}),
+      ("cpu.usage_user,host=pi-1", {"num": 0.25}, "percent", {"host": "pi-1"})]),
+]
+
+
+@pytest.mark.parametrize("text, expected", SPEC_EXAMPLES, ids=[t for t, _ in SPEC_EXAMPLES])
+def test_the_specification_s_examples_parse_exactly(text, expected):
+    assert [(r[2], r[3], r[4], r[5]) for r in parse(text)] == expected
+
+
+def test_comments_blank_lines_and_precision():
+    rows = parse("# a comment\n\nm a=1 1556813561\n   \nm b=2 1556813562\r\n", precision="s")
+    assert [(r[0], r[2]) for r in rows] == [(1556813561000, "m.a"), (1556813562000, "m.b")]
+    assert parse("m a=1 1556813561098123456")[0][0] == 1556813561098  # ns cut to ms
+    assert parse("m a=1 25946892", precision="m")[0][0] == 25946892 * 60_000
+
+
+def test_two_series_of_one_measurement_are_two_sensors():
+    rows = parse("cpu,cpu=cpu0 usage_idle=90 1556813561098000000\ncpu,cpu=cpu1 usage_idle=80 1556813561098000000")
+    assert [r[2] for r in rows] == ["cpu.usage_idle,cpu=cpu0", "cpu.usage_idle,cpu=cpu1"]
+
+
+def test_a_long_series_key_becomes_a_hash():
+    (row,) = parse("m," + ",".join(f"tag{i}=value-{i}" for i in range(20)) + " f=1")
+    assert row[2].startswith("m.f,#") and len(row[2]) <= 128 and row[5]["tag19"] == "value-19"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("m", "line 1: expected `measurement[,tags] fields [timestamp]`"),
+    ("m a=1 12 extra", "line 1: expected"),
+    ("m a=1\nm a=", "line 2: field 'a=' is not key=value"),
+    ("m a=1.2.3", "line 1: field 'a': '1.2.3' is not a float"),
+    ("m a=1 1.5", "line 1: timestamp '1.5' is not an integer"),
+    ('m a="open', "a string field has no closing quote"),
+    ("m a=99999999999999999999i", "out of the signed 64-bit range"),
+    ("m a=-1u", "is not a float, integer (i), unsigned (u)"),
+    ("m,t a=1", "line 1: tag 't' is not key=value"),
+    (",t=1 a=1", "the measurement is empty"),
+    (f"m a=1 {now_ms() * 10**6}\nm a=2 {now_ms() * 10**6}", "line 2 repeats sensor 'm.a'"),
+    ("m\u200b a=1", "control, format or separator"),
+    ("m a=NaN", "is not a float"),
+    ("# only a comment", "the body holds no line with a field"),
+])
+def test_malformed_lines_name_the_line_and_what_is_wrong(text, message):
+    with pytest.raises(BadInput) as refused:
+        parse(text)
+    assert refused.value.status == 400 and message in refused.value.message
+
+
+def test_timestamps_outside_the_window_are_refused():
+    window = accepted_window(now_ms(), 86400, 300)
+    with pytest.raises(BadInput, match="line 1: timestamp 1000 ms .* is outside the accepted window"):
+        line_protocol.parse(b"m a=1 1", "dev", precision="s", now_ms=now_ms(), window=window, limit=10)
+
+
+def test_a_body_of_a_thousand_lines_gives_a_thousand_readings():
+    """The benchmark's shape (its figures: `python -m ingest.bench`)."""
+    start = now_ms()
+    body = "\n".join(f"cpu,host=pi usage_idle={i}.5 {(start - i) * 1_000_000}" for i in range(1000)).encode()
+    rows = line_protocol.parse(body, "dev", precision="ns", now_ms=now_ms(), window=EVERYTHING, limit=10_000)
+    assert len(rows) == 1000
+
+
+# -- the real client libraries ---------------------------------------------------------------------
+
+def in_thread(function):
+    """Run a blocking client call beside the in-process server's event loop."""
+    return asyncio.to_thread(function)
+
+
+def test_influxdb_client_v2_writes_unchanged():
+    async def go():
+        async with running() as (url, double, _):
+            def write():
+                with InfluxDBClient(url=url, token=token("telegraf-1"), org="factory") as client:
+                    api = client.write_api(write_options=SYNCHRONOUS)
+                    at = time.time_ns()
+                    api.write(bucket="machines", record=[
+                        Point("spindle").tag("line", "3").tag("unit", "rpm").field("speed", 1200.5).time(at, WritePrecision.NS),
+                        Point("spindle").tag("line", "3").field("running", True).time(at, WritePrecision.NS),
+                        f"counter,line=3 parts=17i {at}",
+                    ])
+            await in_thread(write)
+            rows = {r[2]: r for r in double.state.readings.values()}
+            assert set(rows) == {"spindle.speed,line=3", "spindle.running,line=3", "counter.parts,line=3"}
+            assert rows["spindle.speed,line=3"][1] == "telegraf-1" and rows["spindle.speed,line=3"][3] == {"num": 1200.5}
+            assert rows["spindle.speed,line=3"][4] == "rpm" and rows["spindle.running,line=3"][3] == {"bool": True}
+            assert rows["counter.parts,line=3"][5] == {"line": "3"}
+    run(go())
+
+
+def test_influxdb_client_v2_retries_a_503_until_the_database_is_back():
+    async def go():
+        state = CrateState(tables={"doc.readings"}, users={"ingest": "ingest-password"}, master=False)
+        async with running(state, retry_after_s=1) as (url, double, _):
+            threading.Timer(1.0, lambda: setattr(state, "master", True)).start()
+
+            def write():
+                # the library's retry strategy; POST must be allowed for synchronous writes (urllib3's default leaves it out)
+                retries = WritesRetry(total=5, retry_interval=1, max_retry_delay=3, exponential_base=1, allowed_methods=["POST"])
+                with InfluxDBClient(url=url, token=token("pi-9"), org="o", retries=retries) as client:
+                    client.write_api(write_options=SYNCHRONOUS).write(bucket="b", record=f"m v=1 {time.time_ns()}")
+            await in_thread(write)
+            assert [r[2] for r in double.state.readings.values()] == ["m.v"]
+    run(go())
+
+
+def test_errors_come_back_as_influxdb_answers_them():
+    async def go():
+        async with running() as (url, _, _):
+            status, body, _ = await post(url, "/api/v2/write?bucket=b&org=o", data=b"m a=1.2.3",
+                                         headers={"Authorization": f"Token {token()}"})
+            assert status == 400 and body["code"] == "invalid" and "line 1: field 'a'" in body["message"]
+            status, body, _ = await post(url, "/api/v2/write", data=b"m a=1", headers={"Authorization": "Token forged"})
+            assert (status, body["code"]) == (401, "unauthorized")
+            status, body, _ = await post(url, "/write?db=x&precision=q", data=b"m a=1", headers={"Authorization": f"Token {token()}"})
+            assert status == 400 and "precision 'q'" in body["error"]
+    run(go())
+
+
+def test_influxdb_v1_client_writes_unchanged_and_creates_its_database():
+    async def go():
+        async with running() as (url, double, _):
+            host, port = url.removeprefix("http://").split(":")
+
+            def write():
+                client = V1Client(host=host, port=int(port), username="pi-7", password=token("pi-7"), database="telegraf")
+                client.create_database("telegraf")  # what Telegraf's v1 output does at start
+                assert client.ping()
+                assert client.write_points([{"measurement": "temperature", "tags": {"room": "hall"},
+                                             "fields": {"value": 21.5}, "time": int(time.time() * 1000)}],
+                                           time_precision="ms")
+                client.close()
+            await in_thread(write)
+            (row,) = double.state.readings.values()
+            assert (row[1], row[2], row[3], row[5]) == ("pi-7", "temperature.value,room=hall", {"num": 21.5}, {"room": "hall"})
+    run(go())
+
+
+def test_the_v1_token_may_come_as_the_p_query_parameter_or_basic_auth():
+    import base64
+    async def go():
+        async with running() as (url, double, _):
+            ts = now_ms()
+            assert (await post(url, f"/write?db=x&precision=ms&u=any&p={token('a')}", data=f"m v=1 {ts}".encode()))[0] == 204
+            basic = "Basic " + base64.b64encode(f"any:{token('b')}".encode()).decode()
+            assert (await post(url, "/write?precision=ms", data=f"m v=1 {ts}".encode(), headers={"Authorization": basic}))[0] == 204
+            assert {r[1] for r in double.state.readings.values()} == {"a", "b"}
+            status, _, headers = await post(url, "/ping", method="HEAD")
+            assert status == 204 and headers["X-Influxdb-Version"]
+    run(go())
