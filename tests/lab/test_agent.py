@@ -55,11 +55,13 @@ def test_agent_installs_delivers_buffers_an_outage_and_is_removed(lab, receiver)
     wait_until(lambda: len(stored()) >= 20, 60, "first readings from the lab host")
     receiver.go_away()  # every endpoint the agent knows is gone
     outage_started = time.time()
-    wait_until(lambda: int(host.sh(READ_BUFFER)) > 0, 30, "readings buffered on disk during the outage")
+    # Every tick is in the buffer until delivered; a healthy agent holds at most about a batch's
+    # age (1 s at 10 Hz: 10 readings) there.
+    wait_until(lambda: int(host.sh(READ_BUFFER)) > 15, 30, "readings held on disk during the outage")
     time.sleep(5)
     buffered = int(host.sh(READ_BUFFER))
     receiver.come_back()
-    drained = wait_until(lambda: int(host.sh(READ_BUFFER)) == 0, 60, "buffer drained after the outage")
+    drained = wait_until(lambda: int(host.sh(READ_BUFFER)) <= 12, 60, "buffer drained after the outage")
     time.sleep(2)
     readings = stored()
     gaps = [b["ts"] - a["ts"] for a, b in zip(readings, readings[1:])]
