@@ -19,7 +19,7 @@ import hashlib
 import math
 import re
 
-from ingest.payload import BadInput, Window, _check_unique, _name, _printable, check_meta, MAX_SENSOR, MAX_TEXT, MAX_UNIT
+from ingest.payload import MAX_SENSOR, MAX_TEXT, MAX_UNIT, BadInput, Window, check_meta, check_name, check_unique, printable
 
 # Timestamp precision (v2 names and v1 names) -> divisor to milliseconds, as a fraction a/b.
 PRECISIONS = {"ns": (1, 1_000_000), "n": (1, 1_000_000), "us": (1, 1_000), "u": (1, 1_000), "ms": (1, 1), "s": (1_000, 1),
@@ -163,8 +163,8 @@ def _series(text: str, number: int) -> tuple[str, dict[str, str], str | None, di
         else:
             tags[key] = value
     meta = check_meta(tags, f"line {number}: tags", number - 1) if tags else None
-    if unit is not None and (not 0 < len(unit) <= MAX_UNIT or not _printable(unit)):
-        _name(unit, "unit", f"line {number}: tag", number - 1, MAX_UNIT)
+    if unit is not None and (not 0 < len(unit) <= MAX_UNIT or not printable(unit)):
+        check_name(unit, "unit", f"line {number}: tag", number - 1, MAX_UNIT)
     return measurement, tags, unit, meta
 
 
@@ -221,8 +221,8 @@ def _parse(body: bytes, agent: str, *, precision: str, now_ms: int, window: Wind
             sensor = sensors.get((series, key))
             if sensor is None:
                 sensor = sensor_name(measurement, _unescape(key, ",= "), tags)
-                if not 0 < len(sensor) <= MAX_SENSOR or not _printable(sensor):
-                    _name(sensor, "sensor (measurement.field)", f"line {number}", number - 1)
+                if not 0 < len(sensor) <= MAX_SENSOR or not printable(sensor):
+                    check_name(sensor, "sensor (measurement.field)", f"line {number}", number - 1)
                 sensors[series, key] = sensor
             value = None
             if raw[-1].isdigit() and raw.isascii() and "_" not in raw:  # a plain float, the common case
@@ -239,7 +239,7 @@ def _parse(body: bytes, agent: str, *, precision: str, now_ms: int, window: Wind
     if not rows:
         raise BadInput(400, "the body holds no line with a field")
     try:
-        _check_unique(rows, lambda i: f"line {lines[i]}")
+        check_unique(rows, lambda i: f"line {lines[i]}")
     except BadInput as e:
         raise BadInput(400, e.message + " (lines without a timestamp share the server's time)", e.index) from None
     return rows

@@ -134,7 +134,7 @@ def _reading(value, where: str, index: int) -> dict:
     raise BadInput(422, f"{where}: value must be a number, text or boolean", index)
 
 
-def _printable(name: str) -> bool:
+def printable(name: str) -> bool:
     if name in _good_names:
         return True
     if _NAME.match(name) is None:
@@ -144,10 +144,10 @@ def _printable(name: str) -> bool:
     return True
 
 
-def _name(value, what: str, where: str, index: int | None, limit: int = MAX_SENSOR) -> str:
+def check_name(value, what: str, where: str, index: int | None, limit: int = MAX_SENSOR) -> str:
     if not isinstance(value, str) or not value or len(value) > limit:
         raise BadInput(422, f"{where}: {what} must be a non-empty text of at most {limit} characters", index)
-    if not _printable(value):
+    if not printable(value):
         raise BadInput(422, f"{where}: {what} {value[:40]!r} holds a control, format or separator character, "
                             "or only white space", index)
     return value
@@ -156,7 +156,7 @@ def _name(value, what: str, where: str, index: int | None, limit: int = MAX_SENS
 def _unit(value, where: str, index: int) -> str | None:
     if value is None:
         return None
-    return _name(value, "unit", where, index, MAX_UNIT)
+    return check_name(value, "unit", where, index, MAX_UNIT)
 
 
 def check_meta(meta, where: str = "meta", index: int | None = None) -> dict | None:
@@ -177,7 +177,7 @@ def check_meta(meta, where: str = "meta", index: int | None = None) -> dict | No
                 keys += 1
                 if keys > MAX_META_KEYS:
                     raise BadInput(422, f"{where} has more than {MAX_META_KEYS} keys (all levels together)", index)
-                _name(key, "key", path, index, MAX_META_KEY)
+                check_name(key, "key", path, index, MAX_META_KEY)
                 if _META_KEY.match(key) is None:
                     raise BadInput(422, f"{path}: key {key[:40]!r} may not start with '_' or white space, or hold . [ ] ' \"",
                                    index)
@@ -197,7 +197,7 @@ def _check_count(items, limit: int, what: str) -> None:
         raise BadInput(413, f"{what} holds {len(items)} readings; at most {limit} per request")
 
 
-def _check_unique(rows: list[list], where) -> None:
+def check_unique(rows: list[list], where) -> None:
     """Two readings with one key (sensor, ts) in one request: the database would keep the first
     and skip the second as a retry, so the answer would claim more than was stored. Refused.
     (Distinct timestamps, the common case, settle it without building the keys.)"""
@@ -254,7 +254,7 @@ def parse_batch(doc, agent: str, *, window: Window, limit: int) -> list[list]:
         # Printable ASCII is what the name rule allows, checked in C; anything else by the rule.
         if type(sensor) is not str or not 0 < len(sensor) <= MAX_SENSOR or not (
                 sensor.isascii() and sensor.isprintable() and not sensor.isspace() or sensor in good):
-            _name(sensor, "sensor", f"readings[{i}]", i)
+            check_name(sensor, "sensor", f"readings[{i}]", i)
         if type(value) is float and isfinite(value):
             reading = {"num": value}
         else:
@@ -263,7 +263,7 @@ def parse_batch(doc, agent: str, *, window: Window, limit: int) -> list[list]:
                 unit.isascii() and unit.isprintable() and not unit.isspace() or unit in good)):
             _unit(unit, f"readings[{i}]", i)
         append([ts, agent, sensor, reading, unit, meta])
-    _check_unique(rows, lambda i: f"readings[{i}]")
+    check_unique(rows, lambda i: f"readings[{i}]")
     return rows
 
 
@@ -291,12 +291,12 @@ def parse_eden(doc, agent: str, *, window: Window, limit: int) -> list[list]:
                 sensor_key = "sensor"
             if not isinstance(item, dict) or "value" not in item:
                 raise BadInput(422, f"{item_where}: needs `{sensor_key}` and `value`", index)
-            rows.append([ts, agent, _name(item.get(sensor_key), sensor_key, item_where, index),
+            rows.append([ts, agent, check_name(item.get(sensor_key), sensor_key, item_where, index),
                          _reading(item["value"], item_where, index), _unit(item.get("unit"), item_where, index), meta])
             places.append(item_where)
             if len(rows) > limit:
                 raise BadInput(413, f"the body holds more than {limit} readings; at most {limit} per request")
     if not rows:
         raise BadInput(422, "the body holds no readings")
-    _check_unique(rows, places.__getitem__)
+    check_unique(rows, places.__getitem__)
     return rows
