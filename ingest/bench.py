@@ -7,7 +7,7 @@ first as fast as it answers (closed loop, each connection one request at a time)
 half that request rate. In the same run it measures how fast the same bodies are merely
 JSON-parsed, and parsed and validated (and the same readings as line protocol parsed and
 validated), in one process: the ceilings for a Python service; and at batch 1000 the same readings
-as InfluxDB line protocol through `POST /api/v2/write`. Each run
+as JSON and as InfluxDB line protocol (`POST /api/v2/write`), alternating, three runs each. Each run
 also reports the CPU that the server, the double and the load process used (100 % = one core),
 which shows where the cores went. It does all this for the service with 1 and with 2 worker
 processes, one after the other. Prints a table; the last line is
@@ -24,6 +24,7 @@ import os
 import platform
 import re
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,7 +50,7 @@ def free_port() -> int:
 def line_bodies(batch: int, count: int = 64) -> list[bytes]:
     """The same readings as `bodies`, in InfluxDB line protocol (one field per line, ms precision)."""
     now = int(time.time() * 1000)
-    return ["\n".join(f"s{b}-{i % 8} value={20.0 + i % 10} {now - 60_000 + i}" for i in range(batch)).encode()
+    return ["\n".join(f"s{b}-{i % 8},unit=celsius value={20.0 + i % 10} {now - 60_000 + i}" for i in range(batch)).encode()
             for b in range(count)]
 
 
@@ -297,20 +298,26 @@ def main() -> None:
                         ceiling = f"{json_only:>21.0f} {validated:>10.0f} {line:>24.0f}" if mode == "max" else ""
                         print(f"{workers:>7} {batch:>6} {mode:>10} {r['requests/s']:>11.0f} {r['readings/s']:>11.0f} "
                               f"{r['p50 ms']:>8.1f} {r['p99 ms']:>8.1f} {r['errors']:>7} {cpu:>25} {ceiling}", flush=True)
-                # The same readings as InfluxDB line protocol (POST /api/v2/write), right after the JSON runs.
-                line = run_load(url.replace("/v1/readings", "/api/v2/write?org=o&bucket=b&precision=ms"), 1000,
-                                args.seconds, watch=watch, connections=args.connections)
-                results[workers, "line"] = line
-                cpu = "/".join(f"{line['cpu'][k] * 100:.0f}" for k in ("server", "double", "load"))
-                print(f"{workers:>7} {1000:>6} {'line proto':>10} {line['requests/s']:>11.0f} {line['readings/s']:>11.0f} "
-                      f"{line['p50 ms']:>8.1f} {line['p99 ms']:>8.1f} {line['errors']:>7} {cpu:>25}", flush=True)
+                # The same readings as InfluxDB line protocol (POST /api/v2/write) beside JSON, alternating
+                # (this machine's speed drifts between runs): the medians of three runs each.
+                line_url = url.replace("/v1/readings", "/api/v2/write?org=o&bucket=b&precision=ms")
+                pairs = [(run_load(url, 1000, args.seconds, watch=watch, connections=args.connections),
+                          run_load(line_url, 1000, args.seconds, watch=watch, connections=args.connections))
+                         for _ in range(3)]
+                for name, runs in (("JSON", [p[0] for p in pairs]), ("line proto", [p[1] for p in pairs])):
+                    r = {k: statistics.median(run[k] for run in runs) for k in ("requests/s", "readings/s", "p50 ms", "p99 ms")}
+                    errors = sum(run["errors"] for run in runs)
+                    print(f"{workers:>7} {1000:>6} {name:>10} {r['requests/s']:>11.0f} {r['readings/s']:>11.0f} "
+                          f"{r['p50 ms']:>8.1f} {r['p99 ms']:>8.1f} {errors:>7} {'median of 3, alternating':>25}", flush=True)
+                    results[workers, name] = r
             finally:
                 for process in (server, double):
                     process.terminate()
                     process.wait(timeout=15)
     full, half = results[worker_counts[-1], 1000]
-    line = results[worker_counts[-1], "line"]
-    print(f"line protocol: {line['readings/s']:.0f} readings/s at batch 1000 beside JSON's {full['readings/s']:.0f}")
+    line, json_ = results[worker_counts[-1], "line proto"], results[worker_counts[-1], "JSON"]
+    print(f"line protocol: {line['readings/s']:.0f} readings/s at batch 1000 beside JSON's {json_['readings/s']:.0f} "
+          f"(ratio {line['readings/s'] / json_['readings/s']:.2f}, medians of 3 alternating runs)")
     print(f"ingest: {full['readings/s']:.0f} readings/s at batch 1000, p99 {half['p99 ms']:.1f} ms "
           f"({worker_counts[-1]} worker{'s' if worker_counts[-1] > 1 else ''})")
 

@@ -6,10 +6,13 @@ contract double (not CrateDB)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from influxdb import InfluxDBClient as V1Client
 from influxdb_client import InfluxDBClient, Point, WritePrecision
 from influxdb_client.client.write.retry import WritesRetry
@@ -202,3 +205,59 @@ def test_the_v1_token_may_come_as_the_p_query_parameter_or_basic_auth():
             status, _, headers = await post(url, "/ping", method="HEAD")
             assert status == 204 and headers["X-Influxdb-Version"]
     run(go())
+
+
+# -- the column-wise fast path gives what the line-by-line parser gives ---------------------------
+
+_NOW = now_ms()
+_piece = st.sampled_from(["m", "cpu", "a", "b", "unit", "x_y", "1", "-", ".", "e", "i", "u", "t", "true", "#", "_",
+                          "\t", "\\", '"', "\u00e9", "\u200b", "=", ",", " ", "1.5", "-2e3", "inf", "nan", "1_0", "7i"])
+_text = st.lists(_piece, max_size=6).map("".join)
+_stamp = st.one_of(st.integers(_NOW - 5_000, _NOW + 5_000).map(str), st.integers(_NOW // 1000 - 5, _NOW // 1000 + 5).map(str),
+                   st.integers(_NOW - 5_000, _NOW + 5_000).map(lambda ms: str(ms * 1_000_000 + 123)),
+                   st.integers(0, 10**20).map(str), _text)
+_field = st.one_of(st.tuples(st.sampled_from(["v", "a", "b", "x_y", "v"]),
+                             st.sampled_from(["1.5", "-2e3", "20", ".5", "3.", "1_0", "7i", "t", "inf", "1e999"]))
+                   .map("=".join), _text)
+_series = st.one_of(st.tuples(st.sampled_from(["m", "cpu", "m2"]),
+                              st.lists(st.sampled_from([",unit=kN", ",host=a", ",host=b", ",cpu=0"]), max_size=2).map("".join))
+                    .map("".join), _text)
+_line = st.one_of(st.tuples(_series, st.lists(_field, min_size=1, max_size=3).map(",".join),
+                            st.one_of(st.none(), _stamp))
+                  .map(lambda p: f"{p[0]} {p[1]}" + ("" if p[2] is None else f" {p[2]}")), _text)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
+@given(lines=st.lists(_line, min_size=1, max_size=6), newline=st.booleans(), limit=st.sampled_from([3, 1000]),
+       precision=st.sampled_from(["ms", "s", "ns"]))
+def test_the_fast_path_takes_only_what_the_line_parser_takes_and_gives_the_same_rows(lines, newline, limit, precision):
+    text = "\n".join(lines) + ("\n" if newline else "")
+    window = accepted_window(_NOW, 86400, 300)
+    fast = line_protocol._plain_body(text, "dev", precision, _NOW, window, limit)
+    try:
+        rows, line_of = line_protocol._parse(text, "dev", precision=precision, now_ms=_NOW, window=window, limit=limit)
+    except BadInput:
+        assert fast is None, f"the fast path took what the parser refuses: {text!r}"
+        return
+    if fast is not None:
+        fast_rows, fast_line_of = fast
+        assert [list(r) for r in fast_rows] == rows
+        assert [fast_line_of(i) for i in range(len(rows))] == [line_of(i) for i in range(len(rows))]
+
+
+@pytest.mark.parametrize("value", ["1_0", "\t1", "1\x0b", "inf", "-Infinity", "nan", "1e999", "0x10", "\u0661", "1e", ".", "7i",
+                                   "3u", "t", "1.5.2"])
+def test_values_float_takes_and_line_protocol_does_not_are_left_to_the_line_parser(value):
+    text = f"m v={value} {_NOW}\nm w=1 {_NOW}"
+    window = accepted_window(_NOW, 86400, 300)
+    assert line_protocol._plain_body(text, "dev", "ms", _NOW, window, 10) is None
+    with pytest.raises(BadInput) if value not in ("7i", "3u", "t") else contextlib.nullcontext():
+        line_protocol._parse(text, "dev", precision="ms", now_ms=_NOW, window=window, limit=10)
+
+
+def test_the_benchmark_s_bodies_take_the_fast_path():
+    from ingest.bench import line_bodies
+    window = accepted_window(_NOW, 86400, 300)
+    assert line_protocol._plain_body(line_bodies(1000, count=1)[0].decode(), "d", "ms", _NOW, window, 10_000) is not None
+    telegraf = "".join(f"cpu,cpu=cpu{i},host=a usage_idle=99.5,usage_user=0.25 1556813561098000000\n" for i in range(8))
+    assert line_protocol._plain_body(telegraf, "d", "ns", 1556813561098, everything(), 100) is not None
