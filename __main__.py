@@ -36,6 +36,7 @@ ingest = Ingest("ingest", IngestArgs(
 grafana = Grafana("grafana", GrafanaArgs(
     hosts=hosts, settings=config.grafana, docker_provider=swarm.docker, network=swarm.network,
     db_password_secret=cratedb.secrets["grafana"], admin_password=config.grafana_admin_password,
+    smtp_password=config.grafana_smtp_password,
 ))
 agents = Agents("agents", AgentsArgs(
     # A lab agent runs inside a simulated host: it reaches the ingest on the lab bridge.

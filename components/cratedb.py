@@ -19,10 +19,10 @@ import pulumi_random as random
 
 from components.hosts import Host
 from components.remote import Script, remote_command
-from components.swarm_configs import hashed_config, swarm_secret
+from components.swarm_configs import fixed_name, go_duration, hashed_config, swarm_secret, warn_unpinned
 from stack.config import BackupSettings, ConfigError, CrateDbSettings, HostSpec
 from stack.constants import (
-    CRATEDB_HTTP_PORT, CRATEDB_SERVICE, CRATEDB_TRANSPORT_PORT, READINGS_TABLE,
+    CRATEDB_HTTP_PORT, CRATEDB_SERVICE, CRATEDB_STOP_GRACE_SECONDS, CRATEDB_TRANSPORT_PORT, READINGS_TABLE,
 )
 
 FILES = Path(__file__).parent / "cratedb_files"
@@ -31,7 +31,6 @@ SCHEMA = Script("cratedb-schema.sh")
 USERS = ("admin", "ingest", "grafana")
 REPOSITORY = "mds_backups"
 SNAPSHOTS_DIR = "/snapshots"  # where an fs repository's shared directory appears in the nodes
-STOP_GRACE_SECONDS = 600  # the shutdown gate (start-crate.sh) waits up to 540 s for GREEN
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,13 +156,15 @@ class CrateDb(pulumi.ComponentResource):
             "CLUSTER_NAME": settings.cluster_name,
             "NODE_NAME": "{{.Node.Hostname}}",
             "RETENTION_MONTHS": str(settings.retention_months),
-            "STOP_GATE_SECONDS": str(STOP_GRACE_SECONDS - 60),
+            "STOP_GATE_SECONDS": str(CRATEDB_STOP_GRACE_SECONDS - 60),
         }
         if settings.heap_size:  # the image sets CRATE_HEAP_SIZE=512M: start-crate.sh reads this one
             env["MDS_HEAP_SIZE"] = settings.heap_size
         if backup:
             env.update(BACKUP_REPOSITORY=REPOSITORY, BACKUP_EVERY_HOURS=str(backup.every_hours), BACKUP_KEEP=str(backup.keep))
 
+        if settings.digest is None:
+            warn_unpinned("mds:cratedb", settings.image_ref, self)
         self.service = docker.Service(
             f"{name}-service",
             name=CRATEDB_SERVICE,
@@ -189,9 +190,9 @@ class CrateDb(pulumi.ComponentResource):
                     healthcheck=docker.ServiceTaskSpecContainerSpecHealthcheckArgs(
                         tests=["CMD-SHELL", "curl -s -o /dev/null -w '%{http_code}' "
                                f"http://127.0.0.1:{CRATEDB_HTTP_PORT}/ | grep -qE '^(200|503)$'"],
-                        interval="10s", timeout="5s", retries=6, start_period="120s",
+                        interval="10s", timeout="5s", retries=6, start_period=go_duration(120),
                     ),
-                    stop_grace_period=f"{STOP_GRACE_SECONDS}s",
+                    stop_grace_period=go_duration(CRATEDB_STOP_GRACE_SECONDS),
                 ),
                 placement=docker.ServiceTaskSpecPlacementArgs(constraints=["node.labels.mds.cratedb==true"]),
                 networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(id=args.network.id)],
@@ -199,7 +200,7 @@ class CrateDb(pulumi.ComponentResource):
             ),
             # One node at a time; the old task's shutdown gate waits for GREEN before it stops.
             update_config=docker.ServiceUpdateConfigArgs(
-                parallelism=1, order="stop-first", failure_action="pause", delay="30s", monitor="120s",
+                parallelism=1, order="stop-first", failure_action="pause", delay="30s", monitor=go_duration(120),
             ),
             rollback_config=docker.ServiceRollbackConfigArgs(parallelism=1, order="stop-first"),
             endpoint_spec=docker.ServiceEndpointSpecArgs(
@@ -208,7 +209,7 @@ class CrateDb(pulumi.ComponentResource):
                     target_port=CRATEDB_HTTP_PORT, published_port=CRATEDB_HTTP_PORT, publish_mode="host",
                 )] if settings.publish_admin_ui else None,
             ),
-            opts=on_swarm,
+            opts=fixed_name(on_swarm),
         )
 
         # Users and schema, from inside a CrateDB container on the first CrateDB host: the

@@ -19,7 +19,7 @@ import yaml
 
 from components import grafana_dashboards as provisioning
 from components.hosts import Host
-from components.swarm_configs import SECRETS_DIR, hashed_config, swarm_secret
+from components.swarm_configs import SECRETS_DIR, fixed_name, go_duration, hashed_config, swarm_secret, warn_unpinned
 from stack.config import GrafanaSettings
 from stack.constants import CRATEDB_PG_PORT, CRATEDB_SERVICE
 
@@ -36,6 +36,7 @@ class GrafanaArgs:
     network: docker.Network
     db_password_secret: docker.Secret  # the CrateDB grafana user's password, from CrateDb
     admin_password: Any = None  # secret Output from the stack config; None: generated
+    smtp_password: Any = None  # secret Output: the mail server login's password (settings.smtp)
 
 
 def provisioning_files(settings: GrafanaSettings) -> dict[str, tuple[str, str]]:
@@ -54,6 +55,20 @@ def provisioning_files(settings: GrafanaSettings) -> dict[str, tuple[str, str]]:
         files[f"dashboard-{file_name.removesuffix('.json')}"] = (
             f"{provisioning.DASHBOARDS_DIR}/{file_name}", json.dumps(model, indent=1, sort_keys=True))
     return files
+
+
+def smtp_env(settings: GrafanaSettings, *, with_password: bool) -> dict[str, str]:
+    """Grafana's [smtp] section ([smtp] enabled is false by default: no alert e-mail without it)."""
+    smtp = settings.smtp
+    if smtp is None:
+        return {}
+    env = {"GF_SMTP_ENABLED": "true", "GF_SMTP_HOST": smtp.host, "GF_SMTP_FROM_ADDRESS": smtp.from_address,
+           "GF_SMTP_FROM_NAME": "Machine Data Stack"}
+    if smtp.user:
+        env["GF_SMTP_USER"] = smtp.user
+    if with_password:
+        env["GF_SMTP_PASSWORD__FILE"] = f"{SECRETS_DIR}/grafana-smtp-password"
+    return env
 
 
 def urls(hosts: Sequence[Host], settings: GrafanaSettings) -> list[str]:
@@ -77,11 +92,15 @@ class Grafana(pulumi.ComponentResource):
         self.admin_password = pulumi.Output.secret(admin)
         admin_secret = swarm_secret(f"{name}-secret-admin", self.admin_password, on_swarm)
         secrets = {"grafana-admin-password": admin_secret, "grafana-db-password": args.db_password_secret}
+        if args.smtp_password is not None:
+            secrets["grafana-smtp-password"] = swarm_secret(f"{name}-secret-smtp", args.smtp_password, on_swarm)
         configs = {
             path: hashed_config(f"{name}-{role}", SERVICE, role, text, on_swarm)
             for role, (path, text) in sorted(provisioning_files(settings).items())
         }
 
+        if settings.digest is None:
+            warn_unpinned("mds:grafana", settings.image_ref, self)
         self.service = docker.Service(
             f"{name}-service",
             name=SERVICE,
@@ -104,6 +123,7 @@ class Grafana(pulumi.ComponentResource):
                         # from the internet again; and no news feed from grafana.com.
                         "GF_PLUGINS_PREINSTALL_DISABLED": "true",
                         "GF_NEWS_NEWS_FEED_ENABLED": "false",
+                        **smtp_env(settings, with_password=args.smtp_password is not None),
                     },
                     secrets=[docker.ServiceTaskSpecContainerSpecSecretArgs(
                         secret_id=secret.id, secret_name=secret.name, file_name=file_name, file_uid=GRAFANA_UID,
@@ -113,7 +133,7 @@ class Grafana(pulumi.ComponentResource):
                         file_mode=0o444) for path, config in configs.items()],
                     healthcheck=docker.ServiceTaskSpecContainerSpecHealthcheckArgs(
                         tests=["CMD-SHELL", f"curl -fsS -o /dev/null http://127.0.0.1:{settings.port}/api/health"],
-                        interval="15s", timeout="5s", retries=4, start_period="60s",
+                        interval="15s", timeout="5s", retries=4, start_period=go_duration(60),
                     ),
                 ),
                 placement=docker.ServiceTaskSpecPlacementArgs(constraints=[f"node.labels.mds.{SERVICE}==true"]),
@@ -122,13 +142,13 @@ class Grafana(pulumi.ComponentResource):
             ),
             # One replica with a host-mode port: the old task stops before the new one starts.
             update_config=docker.ServiceUpdateConfigArgs(parallelism=1, order="stop-first", failure_action="rollback",
-                                                         monitor="60s"),
+                                                         monitor=go_duration(60)),
             endpoint_spec=docker.ServiceEndpointSpecArgs(
                 mode="dnsrr" if settings.publish_mode == "host" else "vip",
                 ports=[docker.ServiceEndpointSpecPortArgs(
                     target_port=settings.port, published_port=settings.port, publish_mode=settings.publish_mode)],
             ),
-            opts=on_swarm,
+            opts=fixed_name(on_swarm),
         )
         self.urls = pulumi.Output.from_input(urls(args.hosts, settings))
         self.register_outputs({"service": self.service.name, "urls": self.urls, "adminPassword": self.admin_password})

@@ -26,7 +26,7 @@ import pulumi_tls as tls
 
 from components.hosts import Host
 from components.remote import Script, remote_command
-from components.swarm_configs import SECRETS_DIR, swarm_secret
+from components.swarm_configs import SECRETS_DIR, fixed_name, swarm_secret
 from stack.config import ConfigError, IngestSettings, is_ip
 from stack.constants import CRATEDB_HTTP_PORT, CRATEDB_SERVICE, READINGS_TABLE
 
@@ -185,7 +185,7 @@ class Ingest(pulumi.ComponentResource):
                 ports=[docker.ServiceEndpointSpecPortArgs(
                     target_port=settings.port, published_port=settings.port, publish_mode=settings.publish_mode)],
             ),
-            opts=on_swarm.merge(pulumi.ResourceOptions(depends_on=builds)),
+            opts=fixed_name(on_swarm).merge(pulumi.ResourceOptions(depends_on=builds)),
         )
         self.endpoints = pulumi.Output.from_input(endpoints(args.hosts, settings))
         self.private_endpoints = pulumi.Output.from_input(endpoints(args.hosts, settings, private=True))

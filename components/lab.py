@@ -9,6 +9,7 @@ containers, volumes, network and image it made.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,15 @@ CAPABILITY_WORKAROUND = {
     "device_cgroup_rules": ["a *:* rwm"],
     "cgroupns_mode": "host",
 }
+
+
+def host_image_tag(base_image: str, directory: Path = HOST_IMAGE_DIR) -> str:
+    """The lab-host image's tag: a hash of what it is built from, so that a changed Dockerfile or
+    base image reaches the hosts (a new tag replaces the containers; a fixed tag would not)."""
+    digest = hashlib.sha256(base_image.encode())
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(b"\0" + str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes())
+    return f"mds-lab-host:{digest.hexdigest()[:16]}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,7 +62,7 @@ class Lab(pulumi.ComponentResource):
         self.private_key = pulumi.Output.secret(key.private_key_openssh)
         image = docker.Image(
             f"{name}-host-image",
-            image_name="mds-lab-host:latest",
+            image_name=host_image_tag(settings.base_image),
             build=docker.DockerBuildArgs(context=str(HOST_IMAGE_DIR), dockerfile=str(HOST_IMAGE_DIR / "Dockerfile"),
                                          args={"BASE_IMAGE": settings.base_image}),
             skip_push=True,
@@ -85,7 +95,10 @@ class Lab(pulumi.ComponentResource):
                 volumes=volumes,
                 restart="unless-stopped",
                 labels=[docker.ContainerLabelArgs(label=LABEL, value="stack")],
-                opts=child,
+                # The provider turns systempaths=unconfined into empty masked and read-only paths
+                # and reads the options back without it (kreuzwerker v4.5.0, which pulumi-docker 5.1
+                # bridges): without this, every `up` would replace every host.
+                opts=child.merge(pulumi.ResourceOptions(ignore_changes=["securityOpts"])),
                 **isolation,
             ))
         self.register_outputs({"containers": [c.name for c in self.containers]})

@@ -25,8 +25,9 @@ import pulumi_docker as docker
 from components.docker_access import docker_host, ssh_opts
 from components.hosts import Host
 from components.remote import Script, remote_command
+from components.swarm_configs import fixed_name
 from stack.config import ConfigError
-from stack.constants import MAX_MANAGERS, OVERLAY_NETWORK, SWARM_PORT
+from stack.constants import CRATEDB_STOP_GRACE_SECONDS, MAX_MANAGERS, OVERLAY_NETWORK, SWARM_PORT
 
 INIT = Script("swarm-init.sh")
 JOIN = Script("swarm-join.sh")
@@ -38,7 +39,8 @@ FORGET = Script("swarm-forget.sh")
 # Deadlines inside the scripts, in seconds: generous for Raspberry Pis on a busy network.
 JOIN_DEADLINE = 120
 NODE_DEADLINE = 120
-DRAIN_DEADLINE = 180
+# A drained CrateDB task may wait for GREEN until Swarm kills it at its stop grace period.
+DRAIN_DEADLINE = CRATEDB_STOP_GRACE_SECONDS + 60
 LEAVE_DEADLINE = 120
 
 
@@ -142,13 +144,17 @@ class Swarm(pulumi.ComponentResource):
             }, NODE)
             # The first manager is not retired: the swarm dissolves with it.
             retire = None if host is manager else on_manager({**node_env, "DRAIN_DEADLINE": str(DRAIN_DEADLINE)}, RETIRE)
+            # Each node command depends on the one before: the engine runs independent deletes in
+            # parallel, and two hosts removed in one `up` would drain two CrateDB nodes at once
+            # (shards lost with one replica). Chained, they drain one after another, each waiting
+            # for GREEN before its CrateDB task stops.
             self.nodes_ready.append(remote_command(
                 f"{name}-node-{spec.name}",
                 connection=manager.connection,
                 create=node_cmd,
                 update=node_cmd,
                 delete=retire,
-                opts=child,
+                opts=child.merge(pulumi.ResourceOptions(depends_on=self.nodes_ready[-1:])),
             ))
 
         self.docker = docker.Provider(
@@ -158,12 +164,14 @@ class Swarm(pulumi.ComponentResource):
             opts=child.merge(pulumi.ResourceOptions(depends_on=self.nodes_ready)),
         )
         # Attachable, so that tests and operators can run one-off containers beside the services.
+        # Its name is fixed (operators and tests find it by name); the services on it are replaced
+        # with it.
         self.network = docker.Network(
             f"{name}-network",
             name=OVERLAY_NETWORK,
             driver="overlay",
             attachable=True,
-            opts=child.merge(pulumi.ResourceOptions(provider=self.docker)),
+            opts=fixed_name(child.merge(pulumi.ResourceOptions(provider=self.docker))),
         )
         self.manager_address = pulumi.Output.from_input(manager.spec.address)
         self.node_ids = pulumi.Output.all(**node_ids)

@@ -33,6 +33,7 @@ class Declared:
     depends_on: tuple[str, ...] = ()  # names of explicit and input dependencies
     secret_outputs: tuple[str, ...] = ()
     delete_before_replace: bool = False
+    ignore_changes: tuple[str, ...] = ()
     provider: str = ""  # provider reference "urn::id" of a resource with an explicit provider
     physical_id: str = ""  # the id of what an engine created for real
 
@@ -73,6 +74,7 @@ class RecordingMonitor(MockMonitor):
             "depends_on": tuple(sorted(name_of(u) for u in dependencies)),
             "secret_outputs": tuple(request.additionalSecretOutputs),
             "delete_before_replace": request.deleteBeforeReplace,
+            "ignore_changes": tuple(request.ignoreChanges),
         }
         response = super().RegisterResource(request)
         if not request.custom:

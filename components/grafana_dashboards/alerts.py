@@ -15,7 +15,7 @@ from grafana_foundation_sdk.builders import alerting, expr
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.alerting import RelativeTimeRange
 
-from components.grafana_dashboards.defaults import DATASOURCE_UID, FOLDER_TITLE, TABLE, Sql
+from components.grafana_dashboards.defaults import ALERT_FOLDER_TITLE, DATASOURCE_UID, TABLE, Sql
 from stack.config import AlertSettings, ContactPoint, ReadingRange
 
 GROUP = "mds"
@@ -91,9 +91,12 @@ def _receiver(point: ContactPoint) -> dict:
 
 
 def provisioning(settings: AlertSettings) -> dict:
-    """The content of provisioning/alerting/mds.yaml."""
+    """The content of provisioning/alerting/mds.yaml. Without a contact point no policy is
+    provisioned: Grafana's default policy then routes to its empty receiver and notifies nobody
+    (Grafana >= 12.4, grafana/grafana#116368; before, a default e-mail receiver that cannot send);
+    the alerts show in Grafana's alert list."""
     document: dict = {"apiVersion": 1, "groups": [{
-        "orgId": 1, "name": GROUP, "folder": FOLDER_TITLE, "interval": "1m",
+        "orgId": 1, "name": GROUP, "folder": ALERT_FOLDER_TITLE, "interval": "1m",
         "rules": [_rule_json(rule) for rule in rules(settings)],
     }]}
     if settings.contact_point:

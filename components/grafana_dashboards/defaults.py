@@ -20,6 +20,10 @@ DATASOURCE_TYPE = "grafana-postgresql-datasource"
 DATASOURCE_REF = {"type": DATASOURCE_TYPE, "uid": DATASOURCE_UID}
 FOLDER_UID = "mds"
 FOLDER_TITLE = "Machine Data Stack"
+# Alert rules name their folder by title and create it if missing, while the dashboard provider
+# finds its folder by uid: one title for both can make two folders when they are provisioned at
+# the same time at start (grafana/grafana#125079). The rules get a folder of their own.
+ALERT_FOLDER_TITLE = "Machine Data Stack alerts"
 TABLE = READINGS_TABLE
 
 # A bucket of the dashboard's interval as epoch milliseconds, named `time`.

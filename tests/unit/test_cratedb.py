@@ -78,7 +78,7 @@ def test_global_service_on_cratedb_hosts_with_pinned_image_and_data_dir(deploy):
     assert "http://127.0.0.1:4200/" in test and "^(200|503)$" in test
     update = inputs["updateConfig"]
     assert (update["parallelism"], update["order"], update["failureAction"]) == (1, "stop-first", "pause")
-    assert container["stopGracePeriod"] == "600s"
+    assert container["stopGracePeriod"] == "10m"  # 600 s, as the provider reads it back
     # Ports 4200/4300/5432 stay inside the swarm; dnsrr because there is no IPVS.
     assert inputs["endpointSpec"] == {"mode": "dnsrr"}
     assert outputs["cratedb"]["service"] == "cratedb"

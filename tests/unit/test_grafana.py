@@ -210,6 +210,12 @@ def test_a_configured_contact_point_receives_every_alert(point, receiver):
     ({"alerts": {"contactPoint": {"type": "sms"}}}, "mds:grafana.alerts.contactPoint.type: 'sms'"),
     ({"alerts": {"contactPoint": {"type": "webhook"}}}, "mds:grafana.alerts.contactPoint: a webhook needs `url`"),
     ({"alerts": {"contactPoint": {"type": "email", "addresses": ["nobody"]}}}, "email needs `addresses`"),
+    ({"alerts": {"contactPoint": {"type": "email", "addresses": ["ops@example.org"]}}},
+     "mds:grafana.alerts.contactPoint: e-mail needs a mail server: set mds:grafana.smtp"),
+    ({"smtp": {"host": "smtp.example.org"}}, "mds:grafana.smtp.host: 'smtp.example.org' must be host:port"),
+    ({"smtp": {"host": "smtp.example.org:587", "fromAddress": "grafana"}}, "mds:grafana.smtp.fromAddress: 'grafana'"),
+    ({"smtp": {"host": "smtp.example.org:587", "fromAddress": "g@example.org", "password": "x"}},
+     "mds:grafana.smtp: unknown field(s) password"),
 ])
 def test_bad_grafana_settings_name_the_key(grafana, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -267,3 +273,32 @@ def test_an_edited_dashboard_gets_a_new_config_name(deploy):
     assert names[0]["grafana-dashboard-cluster"] == names[1]["grafana-dashboard-cluster"]
     assert names[0]["grafana-dashboard-sensors"] != names[1]["grafana-dashboard-sensors"]
     assert re.fullmatch(r"grafana-dashboard-sensors-[0-9a-f]{10}", names[1]["grafana-dashboard-sensors"])
+
+
+def test_alert_rules_and_dashboards_live_in_folders_that_cannot_collide():
+    """Rules find their folder by title and create it; the dashboard provider by uid: with one title,
+    both made at start can give two folders of that title (grafana/grafana#125079)."""
+    rules_folder = gd.alerting(AlertSettings())["groups"][0]["folder"]
+    (provider,) = gd.dashboard_provider()["providers"]
+    assert provider["folderUid"] == "mds" and rules_folder != provider["folder"]
+
+
+def test_email_alerts_go_through_the_configured_mail_server(deploy):
+    smtp = {"host": "smtp.example.org:587", "fromAddress": "grafana@example.org", "user": "grafana"}
+    declared, _ = deploy({"hosts": hosts(3), "grafanaSmtpPassword": "smtp-pass-0123456789", "grafana": {
+        "smtp": smtp, "alerts": {"contactPoint": {"type": "email", "addresses": ["ops@example.org"]}}}})
+    container = service(declared)["taskSpec"]["containerSpec"]
+    env = container["env"]
+    assert {k: v for k, v in env.items() if k.startswith("GF_SMTP_")} == {
+        "GF_SMTP_ENABLED": "true", "GF_SMTP_HOST": "smtp.example.org:587", "GF_SMTP_FROM_ADDRESS": "grafana@example.org",
+        "GF_SMTP_FROM_NAME": "Machine Data Stack", "GF_SMTP_USER": "grafana",
+        "GF_SMTP_PASSWORD__FILE": "/run/secrets/grafana-smtp-password"}
+    assert {s["fileName"] for s in container["secrets"]} >= {"grafana-smtp-password"}
+    secret = declared["grafana-secret-smtp"].inputs["data"]
+    assert is_secret(secret) and base64.b64decode(plain(secret)).decode() == "smtp-pass-0123456789"
+    assert "smtp-pass-0123456789" not in json.dumps(env)
+
+
+def test_without_a_mail_server_grafana_gets_no_smtp_settings(deploy):
+    declared, _ = deploy({"hosts": hosts(3)})
+    assert not any(k.startswith("GF_SMTP_") for k in service(declared)["taskSpec"]["containerSpec"]["env"])

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.lab import host_image_tag
 from stack import ConfigError, parse
 from tests.unit.conftest import is_secret, plain
 
@@ -35,7 +36,7 @@ def test_three_simulated_hosts_privileged_with_ports_on_loopback(lab):
     assert sorted(hosts) == ["lab-lab1", "lab-lab2", "lab-lab3"]
     one = hosts["lab-lab1"].inputs
     assert (one["name"], one["hostname"], one["privileged"], one["init"]) == ("mds-lab-lab1", "lab1", True, True)
-    assert one["image"] == "mds-lab-host:latest" and one["tmpfs"] == {"/run": "rw"}
+    assert one["image"] == host_image_tag("debian:bookworm") and one["tmpfs"] == {"/run": "rw"}
     assert one["networksAdvanced"] == [{"name": "lab-network-id", "ipv4Address": "172.30.0.11"}]
     assert sorted((p["internal"], p["external"], p["ip"]) for p in one["ports"]) == [
         (22, 2201, "127.0.0.1"), (3000, 13001, "127.0.0.1"), (8080, 18081, "127.0.0.1")]

@@ -97,7 +97,7 @@ def test_node_roles_and_labels_come_from_config(deploy):
     assert a["LABELS"].splitlines() == ["mds.cratedb=true", "mds.grafana=true", "mds.ingest=true", "site.hall=north"]
     assert (b["NODE_ID"], b["ROLE"], b["LABELS"]) == ("node-b", "worker", "mds.ingest=true")
     assert plain(declared["swarm-node-b"].inputs["connection"])["host"] == "10.0.0.1"  # run on the manager
-    assert env_of(declared["swarm-node-b"].inputs["delete"]) == {"HOST_NAME": "b", "NODE_ID": "node-b", "DRAIN_DEADLINE": "180"}
+    assert env_of(declared["swarm-node-b"].inputs["delete"]) == {"HOST_NAME": "b", "NODE_ID": "node-b", "DRAIN_DEADLINE": "660"}
 
 
 def test_an_edited_script_updates_its_commands_in_place_and_never_replaces_them(deploy):
