@@ -71,9 +71,9 @@ wants_i2c() {
 ensure_smbus() {
   wants_i2c || return 0
   "$OPT/venv/bin/python" -c 'import smbus2' 2>/dev/null && return 0
-  if command -v apt-get >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-smbus2 >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get -o DPkg::Lock::Timeout=120 install -y -q python3-smbus2 >/dev/null 2>&1; then
     changes+=("python3-smbus2")
-  elif "$OPT/venv/bin/pip" install -q smbus2 >/dev/null 2>&1; then
+  elif timeout 600 "$OPT/venv/bin/pip" install -q smbus2 >/dev/null 2>&1; then
     changes+=("smbus2 (pip)")
   else
     echo "agent-install ${AGENT_NAME}: warning: I²C sensors need smbus2 and neither apt nor pip could install it" >&2
@@ -87,9 +87,9 @@ run_under_systemd() {
   if (( ${#changes[@]} )); then
     systemctl daemon-reload
     systemctl enable mds-agent.service >/dev/null 2>&1
-    systemctl restart mds-agent.service
+    timeout 120 systemctl restart mds-agent.service
   else
-    systemctl is-active --quiet mds-agent.service || { systemctl start mds-agent.service; changes+=("started"); }
+    systemctl is-active --quiet mds-agent.service || { timeout 120 systemctl start mds-agent.service; changes+=("started"); }
   fi
 }
 

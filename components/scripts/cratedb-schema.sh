@@ -10,6 +10,9 @@ set -euo pipefail
 
 say() { echo "cratedb-schema ${HOST_NAME}: $*"; }
 fail() { echo "cratedb-schema ${HOST_NAME}: error: $*" >&2; exit 1; }
+# pulumi-command kills no hanging command: each docker call is bounded, or a hung engine would hang
+# `pulumi up` (DOCKER_TIMEOUT seconds; longer where a call is long by nature).
+docker() { timeout "${DOCKER_TIMEOUT:-120}" docker "$@"; }
 
 container=""
 sql() { # request body on stdin; prints "<http status> <response>"

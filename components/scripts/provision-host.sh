@@ -13,6 +13,9 @@ set -euo pipefail
 changes=()
 say() { echo "provision-host ${HOST_NAME}: $*"; }
 fail() { echo "provision-host ${HOST_NAME}: error: $*" >&2; exit 1; }
+# pulumi-command kills no hanging command: each docker call is bounded, or a hung engine would hang
+# `pulumi up` (DOCKER_TIMEOUT seconds; longer where a call is long by nature).
+docker() { timeout "${DOCKER_TIMEOUT:-120}" docker "$@"; }
 
 check_identity() {
   local actual
@@ -30,18 +33,18 @@ install_docker() {
   command -v dockerd >/dev/null 2>&1 && return 0
   if command -v apt-get >/dev/null 2>&1; then
     # Debian, Ubuntu and Raspberry Pi OS ship the engine as docker.io, for amd64 and arm64.
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
+    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get -o DPkg::Lock::Timeout=300 update -qq
+    DEBIAN_FRONTEND=noninteractive timeout 1800 apt-get -o DPkg::Lock::Timeout=300 install -y -qq docker.io >/dev/null
   elif command -v dnf >/dev/null 2>&1 || command -v yum >/dev/null 2>&1; then
     local pm
     pm=$(command -v dnf || command -v yum)
     if grep -qi '^ID=fedora' /etc/os-release; then
-      "$pm" install -y -q moby-engine
+      timeout 1800 "$pm" install -y -q moby-engine
     else
       # RHEL, Rocky, Alma, CentOS Stream: Docker's own repository (RHEL ships podman instead).
-      "$pm" install -y -q dnf-plugins-core || true
+      timeout 900 "$pm" install -y -q dnf-plugins-core || true
       "$pm" config-manager --add-repo https://download.docker.com/linux/centos/docker-ce.repo
-      "$pm" install -y -q docker-ce docker-ce-cli containerd.io
+      timeout 1800 "$pm" install -y -q docker-ce docker-ce-cli containerd.io
     fi
   else
     fail "no apt-get, dnf or yum found: install the Docker engine by hand, then run again"
@@ -57,12 +60,12 @@ start_docker() {
       changes+=("enabled docker.service")
     fi
     if ! systemctl is-active --quiet docker; then
-      systemctl start docker.service
+      timeout 300 systemctl start docker.service
       changes+=("started docker.service")
     fi
   elif ! docker info >/dev/null 2>&1; then
     # Hosts without systemd (containers, minimal images) start the engine through its init script.
-    service docker start >/dev/null 2>&1 || fail "docker is not running and could not be started without systemd"
+    timeout 300 service docker start >/dev/null 2>&1 || fail "docker is not running and could not be started without systemd"
     changes+=("started docker")
   fi
   local deadline=$((SECONDS + 60))

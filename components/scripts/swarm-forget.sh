@@ -8,25 +8,31 @@ set -euo pipefail
 
 say() { echo "swarm-forget ${HOST_NAME}: $*"; }
 fail() { echo "swarm-forget ${HOST_NAME}: error: $*" >&2; exit 1; }
+# pulumi-command kills no hanging command: each docker call is bounded, or a hung engine would hang
+# `pulumi up` (DOCKER_TIMEOUT seconds; longer where a call is long by nature).
+docker() { timeout "${DOCKER_TIMEOUT:-120}" docker "$@"; }
 
 entries() { # id and state of every node entry whose hostname is HOST_NAME
-  docker node ls -q | xargs -r docker node inspect -f '{{.ID}} {{.Description.Hostname}} {{.Status.State}}' |
+  docker node ls -q | xargs -r timeout "${DOCKER_TIMEOUT:-120}" docker node inspect -f '{{.ID}} {{.Description.Hostname}} {{.Status.State}}' |
     awk -v h="$HOST_NAME" 'tolower($2) == tolower(h) { print $1, $3 }'
 }
 
 main() {
-  local deadline=$((SECONDS + LEAVE_DEADLINE)) removed=() id state
+  local deadline=$((SECONDS + LEAVE_DEADLINE)) removed=() id state list
+  # A manager that does not answer is an error, never "nothing to remove".
+  list=$(entries) || fail "the swarm's manager does not answer (docker node ls / inspect)"
   if [ "$WAIT_FOR_DOWN" = 1 ]; then
-    while entries | grep -qv ' down$'; do
+    while [ -n "$list" ] && grep -qv ' down$' <<<"$list"; do
       [ "$SECONDS" -lt "$deadline" ] || fail "the host still shows as up after ${LEAVE_DEADLINE} s; did it leave?"
       sleep 1
+      list=$(entries) || fail "the swarm's manager does not answer (docker node ls / inspect)"
     done
   fi
   while read -r id state; do
     [ -n "$id" ] && [ "$state" = down ] || continue
     docker node rm "$id" >/dev/null
     removed+=("$id")
-  done < <(entries)
+  done <<<"$list"
   if [ "${#removed[@]}" -eq 0 ]; then say "unchanged"; else say "changed: removed node ${removed[*]}"; fi
 }
 

@@ -8,6 +8,9 @@ set -euo pipefail
 
 say() { echo "swarm-init ${HOST_NAME}: $*"; }
 fail() { echo "swarm-init ${HOST_NAME}: error: $*" >&2; exit 1; }
+# pulumi-command kills no hanging command: each docker call is bounded, or a hung engine would hang
+# `pulumi up` (DOCKER_TIMEOUT seconds; longer where a call is long by nature).
+docker() { timeout "${DOCKER_TIMEOUT:-120}" docker "$@"; }
 
 main() {
   local state status

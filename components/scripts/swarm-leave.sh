@@ -8,10 +8,16 @@ set -euo pipefail
 
 say() { echo "swarm-leave ${HOST_NAME}: $*"; }
 fail() { echo "swarm-leave ${HOST_NAME}: error: $*" >&2; exit 1; }
+# pulumi-command kills no hanging command: each docker call is bounded, or a hung engine would hang
+# `pulumi up` (DOCKER_TIMEOUT seconds; longer where a call is long by nature).
+docker() { timeout "${DOCKER_TIMEOUT:-120}" docker "$@"; }
 
 main() {
-  local state
-  state=$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null || echo "no-engine")
+  local state rc=0
+  state=$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null) || rc=$?
+  # No engine (gone, or never installed) has nothing to leave; an engine that hangs is an error.
+  [ "$rc" -ne 124 ] || fail "the Docker engine does not answer (docker info, ${DOCKER_TIMEOUT:-120} s)"
+  [ "$rc" -eq 0 ] || state=no-engine
   case "$state" in
     inactive | no-engine) say "unchanged: not in a swarm"; return ;;
   esac

@@ -7,11 +7,20 @@ set -euo pipefail
 
 say() { echo "swarm-node-retire ${HOST_NAME}: $*"; }
 fail() { echo "swarm-node-retire ${HOST_NAME}: error: $*" >&2; exit 1; }
+# pulumi-command kills no hanging command: each docker call is bounded, or a hung engine would hang
+# `pulumi up` (DOCKER_TIMEOUT seconds; longer where a call is long by nature).
+docker() { timeout "${DOCKER_TIMEOUT:-120}" docker "$@"; }
 
 main() {
-  if ! docker node inspect "$NODE_ID" >/dev/null 2>&1; then
-    say "unchanged: node ${NODE_ID} is not in the swarm"
-    return
+  local found rc=0
+  found=$(docker node inspect -f '{{.ID}}' "$NODE_ID" 2>&1) || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    # Only a node the swarm does not know is done with; any other failure (no answer, no leader)
+    # must not let the host leave undrained.
+    case "$found" in
+      *"No such node"* | *"node ${NODE_ID} not found"*) say "unchanged: node ${NODE_ID} is not in the swarm"; return ;;
+    esac
+    fail "cannot look up node ${NODE_ID} (docker node inspect exited ${rc}: ${found:0:200})"
   fi
   local changes=() deadline=$((SECONDS + DRAIN_DEADLINE))
   if [ "$(docker node inspect -f '{{.Spec.Availability}}' "$NODE_ID")" != "drain" ]; then
