@@ -22,7 +22,7 @@ hosts = [
     Host(f"host-{spec.name}", HostArgs(spec=spec, ssh_private_key=ssh_key, data_root=config.data_root), after_lab)
     for spec in config.hosts
 ]
-swarm = Swarm("swarm", SwarmArgs(hosts=hosts, ssh_private_key=ssh_key))
+swarm = Swarm("swarm", SwarmArgs(hosts=hosts, ssh_private_key=ssh_key, simulated=lab is not None))
 cratedb = CrateDb("cratedb", CrateDbArgs(
     hosts=hosts, settings=config.cratedb, data_root=config.data_root,
     docker_provider=swarm.docker, network=swarm.network, passwords=config.passwords,

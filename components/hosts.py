@@ -34,6 +34,8 @@ def provision_env(spec: HostSpec, data_root: str) -> dict[str, str]:
         "DATA_ROOT": data_root,
         "DATA_DIRS": dirs,
         "VM_MAX_MAP_COUNT": str(VM_MAX_MAP_COUNT),
+        # The Docker provider reaches the engine over SSH as this user, without sudo.
+        "SSH_USER": spec.ssh_user,
     }
 
 

@@ -48,6 +48,7 @@ LEAVE_DEADLINE = 120
 class SwarmArgs:
     hosts: Sequence[Host]
     ssh_private_key: pulumi.Input[str]  # for the Docker provider's ssh:// transport
+    simulated: bool = False  # lab hosts: new host keys with every new container, so none is checked
 
     def __post_init__(self) -> None:
         managers = [h for h in self.hosts if h.spec.is_manager]
@@ -160,7 +161,7 @@ class Swarm(pulumi.ComponentResource):
         self.docker = docker.Provider(
             f"{name}-docker",
             host=docker_host(manager.spec),
-            ssh_opts=ssh_opts(manager.spec, args.ssh_private_key),
+            ssh_opts=ssh_opts(manager.spec, args.ssh_private_key, simulated=args.simulated),
             opts=child.merge(pulumi.ResourceOptions(depends_on=self.nodes_ready)),
         )
         # Attachable, so that tests and operators can run one-off containers beside the services.

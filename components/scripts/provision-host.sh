@@ -8,6 +8,8 @@
 #   DATA_ROOT         where the services keep their data, e.g. /srv/mds
 #   DATA_DIRS         space-separated dir=uid:gid pairs below DATA_ROOT, e.g. "cratedb=1000:1000"
 #   VM_MAX_MAP_COUNT  the minimum for vm.max_map_count
+#   SSH_USER          the user the stack logs in as; a non-root one joins the docker group, since the
+#                     Docker provider runs `docker system dial-stdio` over SSH as that user, without sudo
 set -euo pipefail
 
 changes=()
@@ -112,10 +114,22 @@ create_data_dirs() {
   done
 }
 
+grant_docker_access() {
+  [ "${SSH_USER:-root}" != root ] || return 0
+  id "$SSH_USER" >/dev/null 2>&1 || fail "the SSH user '${SSH_USER}' does not exist on this host"
+  getent group docker >/dev/null || fail "there is no docker group: the engine's socket cannot be given to ${SSH_USER}"
+  if ! id -nG "$SSH_USER" | tr ' ' '\n' | grep -qx docker; then
+    # Membership in docker is root-equivalent; the stack needs passwordless sudo for this user anyway.
+    usermod -aG docker "$SSH_USER"
+    changes+=("added ${SSH_USER} to the docker group")
+  fi
+}
+
 main() {
   check_identity
   install_docker
   start_docker
+  grant_docker_access
   set_max_map_count
   create_data_dirs
   if [ "${#changes[@]}" -eq 0 ]; then

@@ -154,6 +154,27 @@ def test_a_second_run_changes_nothing(lab, engine, deployed):
     assert again["nodeIds"] == deployed["nodeIds"]
 
 
+def test_a_non_root_ssh_user_reaches_docker_as_the_docker_provider_does(lab, deployed):
+    """pulumi-docker's ssh:// transport runs `docker system dial-stdio` on the manager as the stack's
+    SSH user, without sudo: provisioning puts a non-root user into the docker group."""
+    from components.hosts import PROVISION, provision_env
+    from stack import parse
+    host, user = lab.hosts[1], "mds-operator"
+    host.sh(f"id {user} >/dev/null 2>&1 || useradd -m -s /bin/bash {user}; "
+            f"install -d -m 700 -o {user} -g {user} /home/{user}/.ssh; "
+            f"install -m 600 -o {user} -g {user} /root/.ssh/authorized_keys /home/{user}/.ssh/authorized_keys; "
+            f"echo '{user} ALL=(ALL) NOPASSWD:ALL' >/etc/sudoers.d/{user}")
+    ping = b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n"
+    before = host.ssh("docker system dial-stdio", user=user, input=ping, check=False, timeout=30)
+    assert b"200 OK" not in before.stdout, "the user reached the engine before provisioning"
+    spec = parse({"hosts": [{"name": host.name, "address": host.address, "sshUser": user}]}, ssh_private_key=None).hosts[0]
+    command = PROVISION.command(provision_env(spec, "/srv/mds"), sudo=True)  # as hosts.py runs it for this user
+    assert "added mds-operator to the docker group" in host.sh(command, user=user)
+    after = host.ssh("docker system dial-stdio", user=user, input=ping, timeout=30)
+    assert b"200 OK" in after.stdout and after.stdout.endswith(b"OK"), after.stdout[-200:]
+    assert host.sh(command, user=user) == f"provision-host {host.name}: unchanged"
+
+
 # -- the ingest service, deployed from the program's own declarations ---------------------------
 
 def ingest_answer(host: LabHost, path: str, *, token: str | None = None, body: bytes | None = None):

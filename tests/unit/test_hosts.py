@@ -44,7 +44,7 @@ def test_provision_runs_the_script_file_with_the_host_environment(deploy):
     script, env, sudo = script_and_env(provision.inputs["create"])
     assert script == (SCRIPTS_DIR / "provision-host.sh").read_text()
     assert env == {"HOST_NAME": "node1", "DATA_ROOT": "/data/mds",
-                   "DATA_DIRS": "cratedb=1000:1000 grafana=472:472", "VM_MAX_MAP_COUNT": "262144"}
+                   "DATA_DIRS": "cratedb=1000:1000 grafana=472:472", "VM_MAX_MAP_COUNT": "262144", "SSH_USER": "root"}
     assert not sudo
     # Re-run in place when the script changes, never replace (and so never delete) a host.
     assert provision.inputs["update"] == provision.inputs["create"]

@@ -1,5 +1,7 @@
 """The Swarm component: init, joins, node roles and labels, and the order of leaving."""
 
+import json
+
 from components.remote import SCRIPTS_DIR
 from tests.unit.conftest import hosts, is_secret, plain
 from tests.unit.test_hosts import script_and_env
@@ -124,3 +126,36 @@ def test_single_host_stack_has_no_joins(deploy):
     declared, outputs = deploy({"hosts": hosts(1)})
     assert sorted(commands(declared)) == ["swarm-init", "swarm-node-node1"]
     assert outputs["nodeIds"] == {"node1": "node-init"}
+
+
+def ssh_options(declared) -> dict[str, str]:
+    opts = plain(declared["swarm-docker"].inputs["sshOpts"])
+    opts = json.loads(opts) if isinstance(opts, str) else opts  # provider config travels as JSON text
+    assert opts[0] == "-i"
+    return {"key": opts[1], **dict(o.split("=", 1) for o in opts[3::2])}
+
+
+def test_the_docker_provider_reaches_the_manager_with_the_stack_key_and_a_checked_host_key(deploy, state_dir):
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHxManager"
+    declared, _ = deploy({"hosts": [{**h, "hostKey": key} if h["name"] == "node1" else h for h in hosts(3)]})
+    assert plain(declared["swarm-docker"].inputs["host"]) == "ssh://root@192.0.2.11:22"
+    options = ssh_options(declared)
+    assert options["StrictHostKeyChecking"] == "yes" and options["BatchMode"] == "yes"
+    assert (state_dir / "known_hosts").read_text() == f"192.0.2.11 {key}\n"
+    assert options["UserKnownHostsFile"] == str(state_dir / "known_hosts")
+    key_file = state_dir / "ssh_key"
+    assert options["key"] == str(key_file) and oct(key_file.stat().st_mode & 0o777) == "0o600"
+    assert "unit-test-key" in key_file.read_text()
+
+
+def test_without_a_host_key_the_first_one_seen_is_kept(deploy):
+    declared, _ = deploy({"hosts": hosts(3)})
+    assert ssh_options(declared)["StrictHostKeyChecking"] == "accept-new"
+
+
+def test_only_simulated_lab_hosts_go_unchecked(deploy_without_key):
+    """Lab hosts get new host keys with every new container: a kept key would fail the next up."""
+    from tests.unit.test_lab_stack import lab_config
+    declared, _ = deploy_without_key(lab_config())
+    options = ssh_options(declared)
+    assert (options["StrictHostKeyChecking"], options["UserKnownHostsFile"]) == ("no", "/dev/null")
