@@ -18,8 +18,10 @@ lab = Lab("lab", LabArgs(settings=config.lab, host_names=tuple(h.name for h in c
 ssh_key = lab.private_key if lab else config.ssh_private_key
 after_lab = pulumi.ResourceOptions(depends_on=lab.containers) if lab else None
 
+backup = config.cratedb.backup
 hosts = [
-    Host(f"host-{spec.name}", HostArgs(spec=spec, ssh_private_key=ssh_key, data_root=config.data_root), after_lab)
+    Host(f"host-{spec.name}", HostArgs(spec=spec, ssh_private_key=ssh_key, data_root=config.data_root,
+                                       backup_dir=backup.location if backup and backup.type == "fs" else None), after_lab)
     for spec in config.hosts
 ]
 swarm = Swarm("swarm", SwarmArgs(hosts=hosts, ssh_private_key=ssh_key, simulated=lab is not None))

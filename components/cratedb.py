@@ -70,16 +70,35 @@ def render_crate_yml(nodes: Sequence[HostSpec], backup: BackupSettings | None = 
     return text
 
 
-def repository_sql(backup: BackupSettings, keys: dict[str, str]) -> str:
-    """CREATE REPOSITORY for the stack's backups; s3 keys come from the stack's secrets."""
+def repository_options(backup: BackupSettings, keys: dict[str, str]) -> dict[str, str]:
+    """The repository's settings; s3 keys come from the stack's secrets."""
     if backup.type == "fs":
         options = {"location": f"{SNAPSHOTS_DIR}/mds", "compress": "true"}
     else:
         options = {"bucket": backup.bucket, "base_path": backup.base_path, "endpoint": backup.endpoint,
                    "region": backup.region, "access_key": keys.get("backupAccessKey"),
                    "secret_key": keys.get("backupSecretKey")}
-    rendered = ", ".join(f"{k} = {v}" if v == "true" else f"{k} = '{v}'" for k, v in options.items() if v is not None)
-    return f"CREATE REPOSITORY {REPOSITORY} TYPE {backup.type} WITH ({rendered})"
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _rendered(options: dict[str, str]) -> str:
+    return ", ".join(f"{k} = {v}" if v == "true" else f"{k} = '{v}'" for k, v in options.items())
+
+
+def repository_sql(backup: BackupSettings, keys: dict[str, str]) -> tuple[str, str, str | None]:
+    """(CREATE, ALTER, the query that finds it as configured) for the stack's backup repository.
+
+    An existing repository is altered, never dropped and created again (DROP REPOSITORY and ALTER
+    REPOSITORY are refused while a snapshot runs, and a schema run must not fail for that): and
+    only when its settings differ. CrateDB masks the keys in sys.repositories, so with s3 keys the
+    comparison cannot see them and the ALTER runs every time (a key rotation must reach it)."""
+    options = repository_options(backup, keys)
+    create = f"CREATE REPOSITORY {REPOSITORY} TYPE {backup.type} WITH ({_rendered(options)})"
+    alter = f"ALTER REPOSITORY {REPOSITORY} SET ({_rendered(options)})"
+    if "access_key" in options or "secret_key" in options:
+        return create, alter, None
+    conditions = "".join(f" AND settings['{k}'] = '{v}'" for k, v in options.items())
+    return create, alter, f"SELECT name FROM sys.repositories WHERE name = '{REPOSITORY}' AND type = '{backup.type}'{conditions}"
 
 
 def table_sql(settings: CrateDbSettings) -> str:
@@ -100,23 +119,24 @@ def user_statements(user: str, password: str) -> tuple[str, str]:
 
 
 def schema_requests(settings: CrateDbSettings, passwords: dict[str, str], backup_keys: dict[str, str] | None = None) -> str:
-    """Stdin of cratedb-schema.sh: one line per step, `label<TAB>body<TAB>[bodies to run on 409]`."""
-    lines = [("table " + READINGS_TABLE, table_sql(settings), []),
+    """Stdin of cratedb-schema.sh: one line per step,
+    `label<TAB>body<TAB>[bodies to run on 409]<TAB>body of a query that finds the step done, or empty`."""
+    lines = [("table " + READINGS_TABLE, table_sql(settings), [], None),
              # CREATE TABLE IF NOT EXISTS keeps an existing table as it is: a changed replica count needs this.
              ("replicas " + READINGS_TABLE,
-              f"ALTER TABLE {READINGS_TABLE} SET (number_of_replicas = '{settings.replicas}')", [])]
+              f"ALTER TABLE {READINGS_TABLE} SET (number_of_replicas = '{settings.replicas}')", [], None)]
     for user in USERS:
         create, alter = user_statements(user, passwords[user])
-        lines.append((f"user {user}", create, [alter]))
-    lines += [(f"grant: {s}", s, []) for s in sql_statements(SQL / "grants.sql")]
+        lines.append((f"user {user}", create, [alter], None))
+    lines += [(f"grant: {s}", s, [], None) for s in sql_statements(SQL / "grants.sql")]
     if settings.backup:
-        # No IF NOT EXISTS for repositories: an existing one is dropped (its snapshots stay) and
-        # registered again, so that changed settings apply.
-        create = repository_sql(settings.backup, backup_keys or {})
-        lines.append((f"repository {REPOSITORY}", create, [f"DROP REPOSITORY {REPOSITORY}", create]))
+        create, alter, done = repository_sql(settings.backup, backup_keys or {})
+        lines.append((f"repository {REPOSITORY} (a change is refused while a snapshot runs: run pulumi up again "
+                       "after it)", create, [alter], done))
     return "".join(
-        f"{label}\t{json.dumps({'stmt': stmt})}\t{json.dumps([{'stmt': s} for s in on_conflict])}\n"
-        for label, stmt, on_conflict in lines
+        f"{label}\t{json.dumps({'stmt': stmt})}\t{json.dumps([{'stmt': s} for s in on_conflict])}\t"
+        f"{json.dumps({'stmt': done}) if done else ''}\n"
+        for label, stmt, on_conflict, done in lines
     )
 
 

@@ -20,16 +20,18 @@ class HostArgs:
     spec: HostSpec
     ssh_private_key: Any  # pulumi.Input[str], secret
     data_root: str
+    backup_dir: str | None = None  # fs backups: the shared directory CrateDB's snapshots go to
 
     def __post_init__(self) -> None:
         if not self.data_root.startswith("/"):
             raise ConfigError(f"mds:dataRoot: {self.data_root!r} must be an absolute path")
 
 
-def provision_env(spec: HostSpec, data_root: str) -> dict[str, str]:
+def provision_env(spec: HostSpec, data_root: str, backup_dir: str | None = None) -> dict[str, str]:
     """The environment of provision-host.sh: only the data directories of the services it carries."""
     dirs = " ".join(f"{service}={owner}" for service, owner in DATA_DIRS.items() if service in spec.services)
-    return {
+    backup = {"BACKUP_DIR": backup_dir, "BACKUP_OWNER": DATA_DIRS["cratedb"]} if backup_dir and "cratedb" in spec.services else {}
+    return {**backup,
         "HOST_NAME": spec.name,
         "DATA_ROOT": data_root,
         "DATA_DIRS": dirs,
@@ -55,7 +57,7 @@ class Host(pulumi.ComponentResource):
         self.spec = args.spec
         self.sudo = needs_sudo(args.spec)
         self.connection = connection(args.spec, args.ssh_private_key)
-        provision = PROVISION.command(provision_env(args.spec, args.data_root), sudo=self.sudo)
+        provision = PROVISION.command(provision_env(args.spec, args.data_root, args.backup_dir), sudo=self.sudo)
         self.provision = remote_command(
             f"{name}-provision",
             connection=self.connection,

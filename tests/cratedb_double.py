@@ -36,7 +36,9 @@ class CrateState:
     tables: set[str] = field(default_factory=set)
     users: dict[str, str] = field(default_factory=dict)  # name -> password
     privileges: set[tuple[str, str, str]] = field(default_factory=set)  # (type, ident, grantee)
-    repositories: set[str] = field(default_factory=set)
+    repositories: dict[str, tuple[str, dict]] = field(default_factory=dict)  # name -> (type, settings as text)
+    snapshots: dict[tuple[str, str], dict] = field(default_factory=dict)  # (repository, name) -> {state, started}
+    failing_snapshots: bool = False  # CREATE SNAPSHOT ends FAILED (a repository that cannot be written)
     statements: list[str] = field(default_factory=list)
     readings: dict[tuple, list] = field(default_factory=dict)  # (agent, sensor, ts) -> row
     node_name: str = "double-1"
@@ -260,6 +262,36 @@ class CrateDouble:
         mapped.update(new)
         return failures
 
+    def _snapshots(self, s: str) -> dict | None:
+        """The statements of snapshot.sh (sys.snapshots, CREATE and DROP SNAPSHOT)."""
+        st = self.state
+        if m := re.fullmatch(r"CREATE SNAPSHOT (\w+)\.\"([\w-]+)\" ALL WITH \(wait_for_completion = true\)", s):
+            if (m.group(1), m.group(2)) in st.snapshots:
+                raise SqlError(409, 4096, f"SnapshotAlreadyExistsException[{m.group(1)}:{m.group(2)}]")
+            state = "FAILED" if st.failing_snapshots else "SUCCESS"
+            st.snapshots[m.group(1), m.group(2)] = {"state": state, "started": int(time.time() * 1000)}
+            if state == "FAILED":
+                raise SqlError(500, 5000, f"SnapshotException[{m.group(1)}:{m.group(2)} failed]")
+            return {"cols": [], "rows": [], "rowcount": 1}
+        if m := re.fullmatch(r"DROP SNAPSHOT (\w+)\.\"([\w-]+)\"", s):
+            if st.snapshots.pop((m.group(1), m.group(2)), None) is None:
+                raise SqlError(404, 4048, f"SnapshotMissingException[{m.group(1)}:{m.group(2)}]")
+            return {"cols": [], "rows": [], "rowcount": 1}
+        of = lambda repo: sorted(((n, v) for (r, n), v in st.snapshots.items() if r == repo),  # noqa: E731
+                                 key=lambda item: item[1]["started"], reverse=True)
+        if m := re.fullmatch(r"SELECT state FROM sys\.snapshots WHERE repository = '(\w+)' AND name = '([\w-]+)'", s):
+            return _rows([v["state"] for n, v in of(m.group(1)) if n == m.group(2)])
+        if m := re.fullmatch(r"SELECT name FROM sys\.snapshots WHERE repository = '(\w+)' AND state = 'SUCCESS' "
+                             r"ORDER BY started DESC LIMIT (\d+) OFFSET (\d+)", s):
+            names = [n for n, v in of(m.group(1)) if v["state"] == "SUCCESS"]
+            return _rows(names[int(m.group(3)):int(m.group(3)) + int(m.group(2))])
+        if m := re.fullmatch(r"SELECT max\(started\) FROM sys\.snapshots WHERE repository = '(\w+)' AND state = 'SUCCESS'", s):
+            return _rows([max((v["started"] for n, v in of(m.group(1)) if v["state"] == "SUCCESS"), default=None)])
+        if m := re.fullmatch(r"SELECT name FROM sys\.snapshots WHERE repository = '(\w+)' AND state IN \('FAILED', 'PARTIAL'\) "
+                             r"AND started < (\d+)", s):
+            return _rows([n for n, v in of(m.group(1)) if v["state"] in ("FAILED", "PARTIAL") and v["started"] < int(m.group(2))])
+        return None
+
     def _execute(self, s: str) -> dict:
         st = self.state
         if s == "SELECT 1":
@@ -308,14 +340,26 @@ class CrateDouble:
             for kind in m.group(1).split(", "):
                 st.privileges.add((kind, m.group(2) or "", m.group(3)))
             return {"cols": [], "rows": [], "rowcount": 1}
-        if m := re.match(r"CREATE REPOSITORY (\w+) TYPE (fs|s3) WITH \(", s):
+        if m := re.fullmatch(r"CREATE REPOSITORY (\w+) TYPE (fs|s3) WITH \((.*)\)", s):
             if m.group(1) in st.repositories:
                 raise SqlError(409, 4095, f"RepositoryAlreadyExistsException[Repository '{m.group(1)}' already exists]")
-            st.repositories.add(m.group(1))
+            st.repositories[m.group(1)] = (m.group(2), _settings(m.group(3)))
+            return {"cols": [], "rows": [], "rowcount": 1}
+        if m := re.fullmatch(r"ALTER REPOSITORY (\w+) SET \((.*)\)", s):
+            if m.group(1) not in st.repositories:
+                raise SqlError(404, 4044, f"RepositoryUnknownException[Repository '{m.group(1)}' unknown]")
+            kind, settings = st.repositories[m.group(1)]
+            st.repositories[m.group(1)] = (kind, {**settings, **_settings(m.group(2))})
             return {"cols": [], "rows": [], "rowcount": 1}
         if m := re.fullmatch(r"DROP REPOSITORY (\w+)", s):
-            st.repositories.discard(m.group(1))
+            st.repositories.pop(m.group(1), None)
             return {"cols": [], "rows": [], "rowcount": 1}
+        if m := re.fullmatch(r"SELECT name FROM sys\.repositories WHERE name = '(\w+)' AND type = '(\w+)'((?: AND settings\['\w+'\] = '[^']*')*)", s):
+            kind, settings = st.repositories.get(m.group(1), ("", {}))
+            wanted = dict(re.findall(r"settings\['(\w+)'\] = '([^']*)'", m.group(3)))
+            return _rows([m.group(1)] if kind == m.group(2) and all(settings.get(k) == v for k, v in wanted.items()) else [])
+        if snapshots := self._snapshots(s):
+            return snapshots
         if s.startswith("SELECT 'table ' ||"):
             return _rows(sorted(f"table {t}" for t in st.tables if t.startswith("doc.")))
         if s.startswith("SELECT 'user ' ||"):
@@ -325,6 +369,11 @@ class CrateDouble:
         if s.startswith("SELECT 'repository ' ||"):
             return _rows(sorted(f"repository {r}" for r in st.repositories))
         raise SqlError(400, 4000, f"SQLParseException[the contract double does not know: {s[:80]}]")
+
+
+def _settings(text: str) -> dict[str, str]:
+    """`k = 'v', k2 = true` as sys.repositories shows settings: every value a text."""
+    return {k: v.strip("'") for k, v in re.findall(r"(\w+) = ('[^']*'|\w+)", text)}
 
 
 def main() -> None:

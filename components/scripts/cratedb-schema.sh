@@ -2,8 +2,9 @@
 # Apply the readings table, the users and their grants, idempotently, from inside the CrateDB
 # container on this host (the superuser is trusted on loopback only and has no password).
 # Stdin: one step per line, "label<TAB>request body<TAB>JSON list of request bodies to run instead
-# when the first answers 409" (a user that exists gets its password set; a repository that exists
-# is registered again). Passwords and keys arrive only this way.
+# when the first answers 409<TAB>request body of a query that finds the step done, or nothing" (a
+# user that exists gets its password set; a repository that exists is altered, unless it already
+# has the settings asked for). Passwords and keys arrive only this way.
 #
 # Environment: HOST_NAME, SERVICE (the CrateDB service), EXPECTED_NODES, DEADLINE (seconds).
 set -euo pipefail
@@ -47,10 +48,14 @@ main() {
     sleep 3
   done
 
-  local before after label body on_conflict status
+  local before after label body on_conflict finished status altered=()
   before=$(inventory)
-  while IFS=$'\t' read -r label body on_conflict; do
+  while IFS=$'\t' read -r label body on_conflict finished; do
     [ -n "$label" ] || continue
+    if [ -n "$finished" ]; then
+      answer=$(sql <<<"$finished")
+      [[ "$answer" != "200 "* ]] || [[ "$answer" == *'"rowcount":0'* ]] || continue
+    fi
     answer=$(sql <<<"$body")
     status=${answer%% *}
     if [ "$status" = 409 ] && [ "$on_conflict" != "[]" ]; then
@@ -60,6 +65,8 @@ main() {
         status=${answer%% *}
         [ "$status" = 200 ] || break
       done < <(sed -e 's/^\[//' -e 's/\]$//' -e 's/}, {/}\n{/g' <<<"$on_conflict")
+      # A step that knows when it is done ran its 409 path only because something differed.
+      [ -z "$finished" ] || [ "$status" != 200 ] || altered+=("altered ${label%% (*}")
     fi
     # Never echo a response body: it can quote the statement, and so a password.
     [ "$status" = 200 ] || fail "${label}: HTTP ${status}"
@@ -67,7 +74,8 @@ main() {
   after=$(inventory)
   # Report what exists now that did not before (a password set again is not visible here).
   local added
-  added=$(comm -13 <(sort <<<"$before") <(sort <<<"$after") | paste -sd ';' - | sed 's/;/; /g')
+  added=$( (comm -13 <(sort <<<"$before") <(sort <<<"$after"); printf '%s\n' ${altered[@]+"${altered[@]}"}) | sed '/^$/d' |
+    paste -sd ';' - | sed 's/;/; /g')
   if [ -z "$added" ]; then say "unchanged"; else say "changed: ${added}"; fi
 }
 

@@ -8,6 +8,8 @@
 #   DATA_ROOT         where the services keep their data, e.g. /srv/mds
 #   DATA_DIRS         space-separated dir=uid:gid pairs below DATA_ROOT, e.g. "cratedb=1000:1000"
 #   VM_MAX_MAP_COUNT  the minimum for vm.max_map_count
+#   BACKUP_DIR        (CrateDB hosts with fs backups) the shared directory snapshots go to, and
+#   BACKUP_OWNER      the uid:gid CrateDB writes it as
 #   SSH_USER          the user the stack logs in as; a non-root one joins the docker group, since the
 #                     Docker provider runs `docker system dial-stdio` over SSH as that user, without sudo
 set -euo pipefail
@@ -125,6 +127,20 @@ grant_docker_access() {
   fi
 }
 
+prepare_backup_dir() {
+  [ -n "${BACKUP_DIR:-}" ] || return 0
+  if [ ! -d "$BACKUP_DIR" ]; then
+    mkdir -p "$BACKUP_DIR"
+    changes+=("created ${BACKUP_DIR}")
+  fi
+  # Only the directory: CrateDB creates what is inside it (the repository's own directory) itself.
+  if [ "$(stat -c %u:%g "$BACKUP_DIR")" != "$BACKUP_OWNER" ]; then
+    chown "$BACKUP_OWNER" "$BACKUP_DIR" ||
+      fail "cannot give ${BACKUP_DIR} to ${BACKUP_OWNER} (CrateDB's user); on NFS with root_squash, chown it on the server"
+    changes+=("chown ${BACKUP_OWNER} ${BACKUP_DIR}")
+  fi
+}
+
 main() {
   check_identity
   install_docker
@@ -132,6 +148,7 @@ main() {
   grant_docker_access
   set_max_map_count
   create_data_dirs
+  prepare_backup_dir
   if [ "${#changes[@]}" -eq 0 ]; then
     say "unchanged"
   else

@@ -37,6 +37,8 @@ def stack_config(lab: LabHosts, hosts: list[dict] | None = None) -> dict:
         # machine's CA bundle (HTTPS goes through an intercepting proxy here). TLS resources are
         # mocked in the lab, so the ingest serves plain HTTP. 1.5 CPUs: two worker processes.
         "ingest": {"baseImage": BASE_IMAGE, "extraCaFile": CA_BUNDLE, "tls": "off", "cpus": 1.5},
+        # fs backups: every CrateDB host gets the shared directory, writable by CrateDB's uid.
+        "cratedb": {"backup": {"type": "fs", "location": "/srv/backups"}},
     }
 
 
@@ -109,6 +111,7 @@ def test_every_host_has_docker_the_sysctl_and_data_dirs(lab, deployed):
         assert host.sh("stat -c '%u:%g %a' /srv/mds/cratedb /srv/mds/grafana").splitlines() == [
             "1000:1000 750", "472:472 750",
         ]
+        assert host.sh("stat -c '%u:%g' /srv/backups") == "1000:1000"
         # New hosts: the first run reports what it did (at least the data directories it made).
         assert deployed["provisioned"][host.name].startswith(f"provision-host {host.name}: changed: ")
         assert "created /srv/mds/cratedb" in deployed["provisioned"][host.name]

@@ -56,9 +56,25 @@ def test_first_run_creates_everything_and_second_run_changes_nothing(schema_comm
         second = run(command, stdin, crate, tmp_path)
         assert second.returncode == 0, second.stderr
         assert second.stdout.strip() == "cratedb-schema node1: unchanged"
-        # The second run set the passwords again (409 -> ALTER USER) and re-registered the repository.
+        # The second run set the passwords again (409 -> ALTER USER) and left the repository alone.
         assert sum(s.startswith("ALTER USER") for s in crate.state.statements) == 3
-        assert "DROP REPOSITORY mds_backups" in crate.state.statements
+        assert not any(s.startswith(("DROP REPOSITORY", "ALTER REPOSITORY")) for s in crate.state.statements)
+        assert sum(s.startswith("CREATE REPOSITORY") for s in crate.state.statements) == 1
+
+
+def test_a_changed_backup_location_alters_the_repository_and_keeps_its_snapshots(deploy, tmp_path):
+    declared, _ = deploy({"hosts": hosts(3), "cratedb": {"backup": {"type": "fs", "location": "/mnt/backups"}}})
+    command, stdin = declared["cratedb-schema"].inputs["create"], plain(declared["cratedb-schema"].inputs["stdin"])
+    with CrateDouble(CrateState(nodes=3)) as crate:
+        assert run(command, stdin, crate, tmp_path).returncode == 0
+        crate.state.repositories["mds_backups"][1]["location"] = "/snapshots/elsewhere"  # as an older stack left it
+        crate.state.snapshots["mds_backups", "mds-20261130-0000"] = {"state": "SUCCESS", "started": 1}
+        again = run(command, stdin, crate, tmp_path)
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.strip() == "cratedb-schema node1: changed: altered repository mds_backups"
+        assert crate.state.repositories["mds_backups"] == ("fs", {"location": "/snapshots/mds", "compress": "true"})
+        assert ("mds_backups", "mds-20261130-0000") in crate.state.snapshots
+        assert not any(s.startswith("DROP REPOSITORY") for s in crate.state.statements)
 
 
 def test_a_changed_replica_count_reaches_the_existing_table(deploy, tmp_path):

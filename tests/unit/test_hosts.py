@@ -53,6 +53,17 @@ def test_provision_runs_the_script_file_with_the_host_environment(deploy):
     assert "triggers" not in provision.inputs and provision.inputs["addPreviousOutputInEnv"] is False
 
 
+def test_fs_backups_get_their_directory_on_every_cratedb_host(deploy):
+    declared, _ = deploy({"hosts": [
+        {"name": "db", "address": "10.0.0.1", "services": ["cratedb", "ingest", "grafana"], "role": "manager"},
+        {"name": "db2", "address": "10.0.0.3", "services": ["cratedb"], "role": "worker"},
+        {"name": "gw", "address": "10.0.0.2", "services": ["ingest"], "role": "worker"},
+    ], "cratedb": {"backup": {"type": "fs", "location": "/mnt/backups"}}})
+    env = {n: script_and_env(provision_of(declared, n).inputs["create"])[1] for n in ("db", "db2", "gw")}
+    assert (env["db"]["BACKUP_DIR"], env["db"]["BACKUP_OWNER"]) == ("/mnt/backups", "1000:1000")
+    assert env["db2"]["BACKUP_DIR"] == "/mnt/backups" and "BACKUP_DIR" not in env["gw"]
+
+
 def test_data_dirs_only_for_the_services_a_host_carries(deploy):
     declared, _ = deploy({"hosts": [
         {"name": "db", "address": "10.0.0.1", "services": ["cratedb", "ingest"], "role": "manager"},
