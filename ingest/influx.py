@@ -60,11 +60,16 @@ async def write(request: web.Request, *, v2: bool) -> web.Response:
         body = await read_body(request, settings.max_body_bytes)
         now_ms = int(time.time() * 1000)
         window = accepted_window(now_ms, settings.max_past_s, settings.max_future_s, settings.retention_months)
-        rows = line_protocol.parse(body, device, precision=precision, now_ms=now_ms, window=window,
-                                   limit=settings.max_batch_readings)
+        points = line_protocol.parse_points(body, device, precision=precision, now_ms=now_ms, window=window,
+                                            limit=settings.max_batch_readings)
     except BadInput as e:
         metrics.rejected.labels(reason=str(e.status)).inc()
         return _answer(v2, 400 if e.status == 422 else e.status, e.message)
+    rows, refused = points.rows, points.rejected
+    if refused:
+        metrics.rejected.labels(reason="400").inc(len(refused))
+    if not rows:
+        return _answer(v2, 400, f"nothing was written: {_lines(refused)}")
     try:
         written = await request.app[WRITER].submit(rows)
     except QueueFull:
@@ -82,9 +87,16 @@ async def write(request: web.Request, *, v2: bool) -> web.Response:
     if written.failures:
         metrics.rejected.labels(reason="row").inc(len(written.failures))
         first = written.failures[0]
-        return _answer(v2, 400, f"partial write: {len(written.failures)} of {len(rows)} readings were refused by the "
-                                f"database (the first: {first.message}); the others are stored")
+        refused = [*refused, f"{len(written.failures)} readings refused by the database (the first: {first.message})"]
+    if refused:
+        # InfluxDB's partial write: the good points are stored, the answer names what was left out.
+        return _answer(v2, 400, f"partial write: {written.stored} readings stored; left out: {_lines(refused)}")
     return web.Response(status=204, headers={"X-Influxdb-Version": VERSION})
+
+
+def _lines(refused: list[str], most: int = 5) -> str:
+    more = f"; and {len(refused) - most} more" if len(refused) > most else ""
+    return "; ".join(refused[:most]) + more
 
 
 async def write_v2(request: web.Request) -> web.Response:

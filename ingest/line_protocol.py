@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from dataclasses import dataclass
 from itertools import repeat
 
 from ingest.payload import MAX_SENSOR, MAX_TEXT, MAX_UNIT, BadInput, Window, check_meta, check_name, check_unique, printable
@@ -140,16 +141,12 @@ def sensor_name(measurement: str, field: str, tags: dict[str, str]) -> str:
 
 def parse(body: bytes, agent: str, *, precision: str, now_ms: int, window: Window, limit: int) -> list[list]:
     """Rows in the INSERT's column order (see payload.py); `index` in errors is the line's, from 0.
-    Every refusal is a 400 (413 for too many fields), as InfluxDB answers bad line protocol."""
-    if precision not in PRECISIONS:
-        raise BadInput(400, f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BadInput(400, f"the body is not UTF-8 text ({e})") from None
+    All or nothing: the first wrong line refuses the body (400; 413 for too many fields)."""
+    text = _text(body, precision)
     try:
         parsed = _plain_body(text, agent, precision, now_ms, window, limit)
-        rows, line_of = parsed or _parse(text, agent, precision=precision, now_ms=now_ms, window=window, limit=limit)
+        rows, line_of, _ = (*parsed, []) if parsed else _parse(text, agent, precision=precision, now_ms=now_ms,
+                                                               window=window, limit=limit)
         if not rows:
             raise BadInput(400, "the body holds no line with a field")
         try:
@@ -161,6 +158,37 @@ def parse(body: bytes, agent: str, *, precision: str, now_ms: int, window: Windo
         if e.status == 422:
             raise BadInput(400, e.message, e.index) from None
         raise
+
+
+@dataclass(frozen=True)
+class Points:
+    rows: list  # what is to be stored
+    rejected: list[str]  # "line N: why" of every line left out
+
+
+def parse_points(body: bytes, agent: str, *, precision: str, now_ms: int, window: Window, limit: int) -> Points:
+    """As InfluxDB writes line protocol: a wrong line is left out and named, the others are written
+    (a client such as Telegraf drops a whole batch answered 400, so refusing it all would lose every
+    good point with it); a point written twice (one series, one timestamp) keeps its last value. What
+    concerns the whole body (its encoding, the precision, too many fields) still refuses it."""
+    text = _text(body, precision)
+    parsed = _plain_body(text, agent, precision, now_ms, window, limit)
+    rows, _, rejected = (*parsed, []) if parsed else _parse(text, agent, precision=precision, now_ms=now_ms,
+                                                           window=window, limit=limit, partial=True)
+    if not rows and not rejected:
+        raise BadInput(400, "the body holds no line with a field")
+    if len({row[0] for row in rows}) != len(rows):  # distinct timestamps, the common case, settle it
+        rows = list({(row[2], row[0]): row for row in rows}.values())
+    return Points(rows, rejected)
+
+
+def _text(body: bytes, precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise BadInput(400, f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadInput(400, f"the body is not UTF-8 text ({e})") from None
 
 
 def _plain_body(text: str, agent: str, precision: str, now_ms: int, window: Window, limit: int):
@@ -304,11 +332,13 @@ def _series_parts(text: str, number: int) -> tuple[str, dict[str, str], str | No
     return measurement, tags, unit, meta
 
 
-def _parse(text: str, agent: str, *, precision: str, now_ms: int, window: Window, limit: int):
-    """Line by line, for every body: (rows, line of row), or the reason it is refused."""
+def _parse(text: str, agent: str, *, precision: str, now_ms: int, window: Window, limit: int, partial: bool = False):
+    """Line by line, for every body: (rows, line of row, rejected lines), or the reason the body is
+    refused; `partial`: a wrong line is left out and named instead (except too many fields)."""
     multiply, divide = PRECISIONS[precision]
     rows: list[list] = []
     lines: list[int] = []
+    rejected: list[str] = []
     kept_series, kept_sensor = _SERIES.get, _SENSORS.get
     low, high = window.low, window.high
     isfinite = math.isfinite
@@ -319,45 +349,53 @@ def _parse(text: str, agent: str, *, precision: str, now_ms: int, window: Window
         if not line_text or line_text[0] in "# \t":
             if not line_text.strip() or line_text.lstrip().startswith("#"):
                 continue
-        plain = "\\" not in line_text and '"' not in line_text  # no escapes, no strings: split() is exact
-        sections = line_text.split(" ") if plain else _sections(line_text, number)
-        if len(sections) not in (2, 3) or not all(sections):
-            raise BadInput(400, f"line {number}: expected `measurement[,tags] fields [timestamp]`, "
-                                f"got {line_text[:60]!r}", number - 1)
-        series = sections[0]
-        parts = kept_series(series) or _series(series, number)
-        unit, meta = parts[2], parts[3]
-        if len(sections) == 3:
-            stamp = sections[2]
-            if not (stamp.isascii() and stamp.isdigit()) and not _TIMESTAMP.fullmatch(stamp):
-                raise BadInput(400, f"line {number}: timestamp {stamp[:30]!r} is not an integer", number - 1)
-            ts = int(stamp) * multiply // divide
-        else:
-            ts = now_ms
-        if not low <= ts <= high:
-            raise BadInput(400, f"line {number}: timestamp {ts} ms (precision {precision}) is outside the accepted "
-                                f"window ({window.text})", number - 1)
-        for field in (sections[1].split(",") if plain else _split(sections[1], ",", number, "fields")):
-            if plain:
-                key, _, raw = field.partition("=")
-                if "=" in raw:
-                    raise BadInput(400, f"line {number}: field {field[:40]!r} is not key=value", number - 1)
+        first = len(rows)
+        try:
+            plain = "\\" not in line_text and '"' not in line_text  # no escapes, no strings: split() is exact
+            sections = line_text.split(" ") if plain else _sections(line_text, number)
+            if len(sections) not in (2, 3) or not all(sections):
+                raise BadInput(400, f"line {number}: expected `measurement[,tags] fields [timestamp]`, "
+                                    f"got {line_text[:60]!r}", number - 1)
+            series = sections[0]
+            parts = kept_series(series) or _series(series, number)
+            unit, meta = parts[2], parts[3]
+            if len(sections) == 3:
+                stamp = sections[2]
+                if not (stamp.isascii() and stamp.isdigit()) and not _TIMESTAMP.fullmatch(stamp):
+                    raise BadInput(400, f"line {number}: timestamp {stamp[:30]!r} is not an integer", number - 1)
+                ts = int(stamp) * multiply // divide
             else:
-                key, raw = _key_value(field, number, "field")
-            if not key or not raw:
-                raise BadInput(400, f"line {number}: field {field[:40]!r} is not key=value", number - 1)
-            sensor = kept_sensor((series, key)) or _sensor(series, key, parts, number)
-            value = None
-            # A plain float, the common case (float() also takes white space and 1_0: they go the long way).
-            if raw[-1].isdigit() and raw.isascii() and raw.isprintable() and "_" not in raw:
-                try:
-                    number_value = float(raw)
-                    if isfinite(number_value):
-                        value = {"num": number_value}
-                except ValueError:
-                    pass
-            append([ts, agent, sensor, value or _field_value(raw, number, _unescape(key, ",= ")), unit, meta])
-            note(number)
+                ts = now_ms
+            if not low <= ts <= high:
+                raise BadInput(400, f"line {number}: timestamp {ts} ms (precision {precision}) is outside the accepted "
+                                    f"window ({window.text})", number - 1)
+            for field in (sections[1].split(",") if plain else _split(sections[1], ",", number, "fields")):
+                if plain:
+                    key, _, raw = field.partition("=")
+                    if "=" in raw:
+                        raise BadInput(400, f"line {number}: field {field[:40]!r} is not key=value", number - 1)
+                else:
+                    key, raw = _key_value(field, number, "field")
+                if not key or not raw:
+                    raise BadInput(400, f"line {number}: field {field[:40]!r} is not key=value", number - 1)
+                sensor = kept_sensor((series, key)) or _sensor(series, key, parts, number)
+                value = None
+                # A plain float, the common case (float() also takes white space and 1_0: they go the long way).
+                if raw[-1].isdigit() and raw.isascii() and raw.isprintable() and "_" not in raw:
+                    try:
+                        number_value = float(raw)
+                        if isfinite(number_value):
+                            value = {"num": number_value}
+                    except ValueError:
+                        pass
+                append([ts, agent, sensor, value or _field_value(raw, number, _unescape(key, ",= ")), unit, meta])
+                note(number)
+        except BadInput as e:
+            if not partial:
+                raise
+            del rows[first:], lines[first:]  # the fields of the line before the one that was wrong
+            rejected.append(e.message)
+            continue
         if len(rows) > limit:
             raise BadInput(413, f"the body holds more than {limit} fields; at most {limit} per request")
-    return rows, lines.__getitem__
+    return rows, lines.__getitem__, rejected

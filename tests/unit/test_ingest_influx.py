@@ -174,6 +174,40 @@ def test_errors_come_back_as_influxdb_answers_them():
     run(go())
 
 
+def test_a_wrong_line_is_left_out_and_named_and_the_others_are_stored():
+    """InfluxDB's partial write: Telegraf drops a whole batch answered 400, so refusing it all would
+    lose every good point of it."""
+    async def go():
+        async with running() as (url, double, _):
+            ts = now_ms()
+            body = f"m a=1 {ts}\nm b=1.2.3 {ts}\nm c=3 {ts}\nm d=4 1".encode()
+            for path, key in (("/api/v2/write?precision=ms", "message"), ("/write?precision=ms", "error")):
+                double.state.readings.clear()
+                status, answer, _ = await post(url, path, data=body, headers={"Authorization": f"Token {token()}"})
+                assert status == 400 and answer[key].startswith("partial write: 2 readings stored; left out: line 2: field 'b'")
+                assert "line 4: timestamp 1 ms" in answer[key]
+                assert sorted(r[2] for r in double.state.readings.values()) == ["m.a", "m.c"]
+            double.state.readings.clear()
+            status, answer, _ = await post(url, "/api/v2/write", data=b"m b=x", headers={"Authorization": f"Token {token()}"})
+            assert status == 400 and answer["message"].startswith("nothing was written: line 1: field 'b'")
+            assert not double.state.readings
+    run(go())
+
+
+def test_a_point_written_twice_in_one_request_keeps_its_last_value():
+    """As InfluxDB does (one series, one timestamp: the last write wins); a retry of the whole body
+    later stores nothing new (the first stored value stays: a retry must never change data)."""
+    async def go():
+        async with running() as (url, double, _):
+            ts = now_ms()
+            body = f"m,host=a v=1 {ts}\nm,host=b v=5 {ts}\nm,host=a v=2 {ts}".encode()
+            status, _, _ = await post(url, "/api/v2/write?precision=ms", data=body, headers={"Authorization": f"Token {token()}"})
+            assert status == 204
+            values = {r[2]: r[3]["num"] for r in double.state.readings.values()}
+            assert values == {"m.v,host=a": 2.0, "m.v,host=b": 5.0}
+    run(go())
+
+
 def test_influxdb_v1_client_writes_unchanged_and_creates_its_database():
     async def go():
         async with running() as (url, double, _):
@@ -235,7 +269,7 @@ def test_the_fast_path_takes_only_what_the_line_parser_takes_and_gives_the_same_
     window = accepted_window(_NOW, 86400, 300)
     fast = line_protocol._plain_body(text, "dev", precision, _NOW, window, limit)
     try:
-        rows, line_of = line_protocol._parse(text, "dev", precision=precision, now_ms=_NOW, window=window, limit=limit)
+        rows, line_of, _ = line_protocol._parse(text, "dev", precision=precision, now_ms=_NOW, window=window, limit=limit)
     except BadInput:
         assert fast is None, f"the fast path took what the parser refuses: {text!r}"
         return

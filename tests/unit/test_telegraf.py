@@ -115,6 +115,12 @@ def _publish(port: int, start_ns: int) -> list[tuple[str, int]]:
                 client.publish(f"factory/line{line}/press", f"press,line={line},unit=kN force={10 + i * 0.5} {ts}",
                                qos=1).wait_for_publish(5)
                 sent.append((f"press.force,line={line}", ts // 1_000_000))
+        # A value sent twice for one moment (a PLC resending): the batch must not be refused for it,
+        # or Telegraf drops every other point in it (it drops a batch answered 400).
+        ts = start_ns + MESSAGES * 10_000_000
+        for value in (1.0, 2.0):
+            client.publish("factory/line3/press", f"press,line=3,unit=kN force={value} {ts}", qos=1).wait_for_publish(5)
+        sent.append(("press.force,line=3", ts // 1_000_000))
     finally:
         client.loop_stop()
         client.disconnect()
@@ -157,7 +163,7 @@ def test_telegraf_from_mqtt_writes_every_message_once_through_both_outputs(teleg
             holder = {}
             start = (int(time.time()) - 60) * 1_000_000_000
             await asyncio.to_thread(_telegraf_run, telegraf, conf, tmp_path / "telegraf.log", broker_log, double.state,
-                                    2 * 2 * MESSAGES, publish=lambda: holder.update(sent=_publish(port, start)))
+                                    2 * (2 * MESSAGES + 1), publish=lambda: holder.update(sent=_publish(port, start)))
             _check(double.state, holder["sent"])
     run(go())
 
@@ -175,7 +181,7 @@ def test_telegraf_keeps_and_resends_what_it_read_while_the_database_is_away(tele
             holder = {}
             start = (int(time.time()) - 60) * 1_000_000_000
             log = tmp_path / "telegraf.log"
-            await asyncio.to_thread(_telegraf_run, telegraf, conf, log, broker_log, state, 2 * 2 * MESSAGES,
+            await asyncio.to_thread(_telegraf_run, telegraf, conf, log, broker_log, state, 2 * (2 * MESSAGES + 1),
                                     outage_s=4, publish=lambda: holder.update(sent=_publish(port, start)))
             assert "503" in log.read_text(), "the outage never reached Telegraf"
             _check(double.state, holder["sent"])
