@@ -11,13 +11,14 @@ unless MDS_REQUIRE_TELEGRAF=1 (CI), which turns that into a failure.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from tests.cratedb_double import CrateState
@@ -102,28 +103,41 @@ def _config(broker_port: int, ingest_url: str) -> str:
 """
 
 
+# A publisher of its own process: the test process may hold more than 1024 descriptors by now
+# (the whole suite runs in it), and paho's loop uses select(), which cannot take them (seen in CI:
+# the client dropped its connection and every publish waited out its timeout).
+PUBLISHER = """
+import json, sys
+import paho.mqtt.client as mqtt
+client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="mds-test-plc")
+client.connect("127.0.0.1", int(sys.argv[1]))
+client.loop_start()
+for topic, payload in json.load(sys.stdin):
+    info = client.publish(topic, payload, qos=1)
+    info.wait_for_publish(10)
+    if not info.is_published():
+        sys.exit(f"not published within 10 s: {topic} {payload}")
+client.loop_stop()
+client.disconnect()
+"""
+
+
 def _publish(port: int, start_ns: int) -> list[tuple[str, int]]:
-    """Publish line protocol on two topics with QoS 1; returns (sensor, ms) of every message."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="mds-test-plc")
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    sent = []
-    try:
-        for i in range(MESSAGES):
-            for line in ("3", "4"):
-                ts = start_ns + i * 10_000_000  # 10 ms apart: distinct keys after the cut to milliseconds
-                client.publish(f"factory/line{line}/press", f"press,line={line},unit=kN force={10 + i * 0.5} {ts}",
-                               qos=1).wait_for_publish(5)
-                sent.append((f"press.force,line={line}", ts // 1_000_000))
-        # A value sent twice for one moment (a PLC resending): the batch must not be refused for it,
-        # or Telegraf drops every other point in it (it drops a batch answered 400).
-        ts = start_ns + MESSAGES * 10_000_000
-        for value in (1.0, 2.0):
-            client.publish("factory/line3/press", f"press,line=3,unit=kN force={value} {ts}", qos=1).wait_for_publish(5)
-        sent.append(("press.force,line=3", ts // 1_000_000))
-    finally:
-        client.loop_stop()
-        client.disconnect()
+    """Publish line protocol on two topics with QoS 1; returns (sensor, ms) of every reading."""
+    messages, sent = [], []
+    for i in range(MESSAGES):
+        for line in ("3", "4"):
+            ts = start_ns + i * 10_000_000  # 10 ms apart: distinct keys after the cut to milliseconds
+            messages.append((f"factory/line{line}/press", f"press,line={line},unit=kN force={10 + i * 0.5} {ts}"))
+            sent.append((f"press.force,line={line}", ts // 1_000_000))
+    # A value sent twice for one moment (a PLC resending): the batch must not be refused for it,
+    # or Telegraf drops every other point in it (it drops a batch answered 400).
+    ts = start_ns + MESSAGES * 10_000_000
+    messages += [("factory/line3/press", f"press,line=3,unit=kN force={value} {ts}") for value in (1.0, 2.0)]
+    sent.append(("press.force,line=3", ts // 1_000_000))
+    result = subprocess.run([sys.executable, "-c", PUBLISHER, str(port)], input=json.dumps(messages), text=True,
+                            capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr
     return sent
 
 
