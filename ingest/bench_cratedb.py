@@ -1,5 +1,6 @@
 """Benchmark against a real CrateDB: `python -m ingest.bench_cratedb --crate http://127.0.0.1:4200
-[--seconds 5] [--connections 32] [--workers 2]` (from the repository root).
+[--replicas 0] [--seconds 5] [--connections 32] [--workers 2]` (from the repository root). For a
+cluster, name every node: `--crate http://a:4200,http://b:4200,http://c:4200 --replicas 1`.
 
 For batches of 1, 100 and 1000 readings, side by side in one run: rows stored by the `crate`
 client's bulk inserts straight into CrateDB, and the same rows through the real ingest server
@@ -19,6 +20,7 @@ import secrets
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import orjson
@@ -30,12 +32,12 @@ from ingest.writer import insert_statement
 READINGS_SQL = Path(__file__).resolve().parents[1] / "components" / "sql" / "readings.sql"
 
 
-def ddl(table: str) -> str:
+def ddl(table: str, replicas: int) -> str:
     lines = [line for line in READINGS_SQL.read_text().splitlines() if not line.lstrip().startswith("--")]
-    return "\n".join(lines).replace("doc.readings", table).replace("{replicas}", "'0'")
+    return "\n".join(lines).replace("doc.readings", table).replace("{replicas}", f"'{replicas}'")
 
 
-def _direct_process(url: str, user: str, password: str, table: str, batch: int, seconds: float, threads: int, first: int, out) -> None:
+def _direct_process(urls: list[str], user: str, password: str, table: str, batch: int, seconds: float, threads: int, first: int, out) -> None:
     stmt = insert_statement(table)
     latencies: list[float] = []
     errors = 0
@@ -45,7 +47,7 @@ def _direct_process(url: str, user: str, password: str, table: str, batch: int, 
 
     def worker(n: int) -> None:
         nonlocal errors
-        client = Client([url], username=user, password=password, timeout=30, compress=False)
+        client = Client(urls, username=user, password=password, timeout=30, compress=False)
         agent, done = f"direct-{first + n}", 0
         while time.perf_counter() < deadline:
             rows = [[now + done + i, agent, "temperature", {"num": 20.0}, "celsius", None] for i in range(batch)]
@@ -68,12 +70,12 @@ def _direct_process(url: str, user: str, password: str, table: str, batch: int, 
     out.put((latencies, errors, time.perf_counter() - started))
 
 
-def run_direct(url: str, user: str, password: str, table: str, batch: int, seconds: float, connections: int) -> dict:
+def run_direct(urls: list[str], user: str, password: str, table: str, batch: int, seconds: float, connections: int) -> dict:
     """Two load processes (the GIL would cap one), `connections` threads in all."""
     queue: multiprocessing.Queue = multiprocessing.Queue()
     tag = time.time_ns() // 1_000_000
     processes = [multiprocessing.Process(target=_direct_process, args=(
-        url, user, password, table, batch, seconds, connections // 2, tag * 100 + p * connections, queue)) for p in range(2)]
+        urls, user, password, table, batch, seconds, connections // 2, tag * 100 + p * connections, queue)) for p in range(2)]
     for process in processes:
         process.start()
     parts = [queue.get(timeout=seconds + 120) for _ in processes]
@@ -95,32 +97,36 @@ def superuser(url: str, stmt: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--crate", required=True, help="a CrateDB HTTP endpoint whose superuser is trusted from here")
+    parser.add_argument("--crate", required=True, help="CrateDB HTTP endpoints, comma-separated, whose superuser is "
+                                                        "trusted from here")
+    parser.add_argument("--replicas", type=int, default=0, help="number_of_replicas of the benchmark's table")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2, help="INGEST_WORKERS")
     args = parser.parse_args()
-    url = args.crate.rstrip("/")
-    version = orjson.loads(__import__("urllib.request").request.urlopen(url + "/", timeout=10).read())["version"]["number"]
+    urls = [u.rstrip("/") for u in args.crate.split(",")]
+    url = urls[0]
+    nodes = len(Client([url]).sql("SELECT name FROM sys.nodes")["rows"])
+    version = orjson.loads(urllib.request.urlopen(url + "/", timeout=10).read())["version"]["number"]
     tag = secrets.token_hex(4)
     table, user, password = f"bench_{tag}.readings", f"bench_{tag}", secrets.token_urlsafe(18)
-    superuser(url, ddl(table))
+    superuser(url, ddl(table, args.replicas))
     superuser(url, f"CREATE USER {user} WITH (password = '{password}')")
     superuser(url, f"GRANT DML, DQL ON TABLE {table} TO {user}")
     root = Path(__file__).resolve().parents[1]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; CrateDB {version} at "
-          f"{url} (one node, 0 replicas); {args.seconds:.0f} s per run, {args.connections} connections, "
+          f"{','.join(urls)} ({nodes} node{'s' if nodes > 1 else ''}, {args.replicas} replicas); {args.seconds:.0f} s per run, {args.connections} connections, "
           f"{args.workers} ingest workers")
     print(f"{'batch':>6} {'path':>7} {'readings/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'ingest/direct':>14}")
     try:
         with tempfile.TemporaryDirectory() as tmp:
             Path(tmp, "secret").write_bytes(SECRET)
             Path(tmp, "password").write_text(password)
-            server, ingest_url = start_ingest(root, tmp, args.workers, url, user=user, table=table)
+            server, ingest_url = start_ingest(root, tmp, args.workers, ",".join(urls), user=user, table=table)
             try:
                 run_load(ingest_url, 10, 1.0)  # warm up
                 for batch in (1, 100, 1000):
-                    direct = run_direct(url, user, password, table, batch, args.seconds, args.connections)
+                    direct = run_direct(urls, user, password, table, batch, args.seconds, args.connections)
                     through = run_load(ingest_url, batch, args.seconds, connections=args.connections)
                     ratio = through["readings/s"] / direct["readings/s"] if direct["readings/s"] else float("nan")
                     for path, r, shown in (("direct", direct, ""), ("ingest", through, f"{ratio:.2f}")):
