@@ -1,4 +1,5 @@
-"""Swarm configs (the services' files) and secrets (their passwords and keys)."""
+"""Swarm configs (the services' files) and secrets (their passwords and keys), and how the stack's
+Swarm objects agree with the Docker provider: names, durations and images as it reads them back."""
 
 from __future__ import annotations
 
