@@ -213,7 +213,8 @@ def parse_ceilings(batch: int, seconds: float = 1.5) -> tuple[float, float, floa
     json_bodies = bodies(batch)
     return (rate(orjson.loads, json_bodies),
             rate(lambda body: parse_batch(orjson.loads(body), "bench", window=window, limit=10_000), json_bodies),
-            rate(lambda body: line_protocol.parse(body, "bench", precision="ms", now_ms=now, window=window, limit=10_000),
+            rate(lambda body: line_protocol.parse_points(body, "bench", precision="ms", now_ms=now, window=window,
+                                                         limit=10_000),
                  line_bodies(batch)))
 
 

@@ -144,9 +144,7 @@ def parse(body: bytes, agent: str, *, precision: str, now_ms: int, window: Windo
     All or nothing: the first wrong line refuses the body (400; 413 for too many fields)."""
     text = _text(body, precision)
     try:
-        parsed = _plain_body(text, agent, precision, now_ms, window, limit)
-        rows, line_of, _ = (*parsed, []) if parsed else _parse(text, agent, precision=precision, now_ms=now_ms,
-                                                               window=window, limit=limit)
+        rows, line_of, _ = _rows(text, agent, precision, now_ms, window, limit, partial=False)
         if not rows:
             raise BadInput(400, "the body holds no line with a field")
         try:
@@ -171,15 +169,20 @@ def parse_points(body: bytes, agent: str, *, precision: str, now_ms: int, window
     (a client such as Telegraf drops a whole batch answered 400, so refusing it all would lose every
     good point with it); a point written twice (one series, one timestamp) keeps its last value. What
     concerns the whole body (its encoding, the precision, too many fields) still refuses it."""
-    text = _text(body, precision)
-    parsed = _plain_body(text, agent, precision, now_ms, window, limit)
-    rows, _, rejected = (*parsed, []) if parsed else _parse(text, agent, precision=precision, now_ms=now_ms,
-                                                           window=window, limit=limit, partial=True)
+    rows, _, rejected = _rows(_text(body, precision), agent, precision, now_ms, window, limit, partial=True)
     if not rows and not rejected:
         raise BadInput(400, "the body holds no line with a field")
     if len({row[0] for row in rows}) != len(rows):  # distinct timestamps, the common case, settle it
         rows = list({(row[2], row[0]): row for row in rows}.values())
     return Points(rows, rejected)
+
+
+def _rows(text: str, agent: str, precision: str, now_ms: int, window: Window, limit: int, *, partial: bool):
+    """(rows, line of row, rejected lines): column by column when the body allows, else line by line."""
+    plain = _plain_body(text, agent, precision, now_ms, window, limit)
+    if plain is not None:
+        return (*plain, [])
+    return _parse(text, agent, precision=precision, now_ms=now_ms, window=window, limit=limit, partial=partial)
 
 
 def _text(body: bytes, precision: str) -> str:
@@ -226,8 +229,9 @@ def _plain_body(text: str, agent: str, precision: str, now_ms: int, window: Wind
         stamped = repeat(now_ms)
     else:
         return None
+    distinct = set(series)
     try:
-        known = {s: _series(s, 0) for s in set(series) if s and s[0] != "#"}
+        known = {s: _series(s, 0) for s in distinct if s and s[0] != "#"}
     except BadInput:
         return None
     owner = None  # one field per line: row i is line i
@@ -238,7 +242,7 @@ def _plain_body(text: str, agent: str, precision: str, now_ms: int, window: Wind
         series = [series[i] for i in owner]
         if not isinstance(stamped, repeat):
             stamped = [stamped[i] for i in owner]
-    if len(fields) > limit or len(known) != len(set(series)):
+    if len(fields) > limit or len(known) != len(distinct):
         return None
     if set(map(str.count, fields, repeat("="))) != {1}:
         return None
@@ -287,14 +291,18 @@ _SENSORS: dict[tuple[str, str], str] = {}
 _KEEP_AT_MOST, _KEEP_TEXT = 10_000, 1_000
 
 
+def _keep(kept: dict, key, value, text: str) -> None:
+    if len(text) <= _KEEP_TEXT:
+        if len(kept) >= _KEEP_AT_MOST:
+            kept.clear()
+        kept[key] = value
+
+
 def _series(text: str, number: int) -> tuple[str, dict[str, str], str | None, dict | None]:
     parts = _SERIES.get(text)
     if parts is None:
         parts = _series_parts(text, number)
-        if len(text) <= _KEEP_TEXT:
-            if len(_SERIES) >= _KEEP_AT_MOST:
-                _SERIES.clear()
-            _SERIES[text] = parts
+        _keep(_SERIES, text, parts, text)
     return parts
 
 
@@ -305,10 +313,7 @@ def _sensor(series: str, key: str, parts: tuple, number: int) -> str:
         sensor = sensor_name(parts[0], _unescape(key, ",= "), parts[1])
         if not 0 < len(sensor) <= MAX_SENSOR or not printable(sensor):
             check_name(sensor, "sensor (measurement.field)", f"line {number}", number - 1)
-        if len(series) <= _KEEP_TEXT:
-            if len(_SENSORS) >= _KEEP_AT_MOST:
-                _SENSORS.clear()
-            _SENSORS[series, key] = sensor
+        _keep(_SENSORS, (series, key), sensor, series)
     return sensor
 
 
