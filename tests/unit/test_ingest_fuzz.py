@@ -84,16 +84,22 @@ def repeated_key(case) -> bool:
     if case.path == "/v1/readings":
         keys = [(r["sensor"], as_ms(r["ts"])) for r in case.body["readings"]]
     else:
-        keys = [((item.get("Simple") or item).get("name" if "Simple" in item else "sensor"), message["timestamp"])
+        keys = [(eden_item(item)[0].get(eden_item(item)[1]), message["timestamp"])
                 for message in case.body for item in message["data"]]
     return len(keys) != len(set(keys))
+
+
+def eden_item(item: dict) -> tuple[dict, str]:
+    """An Eden data item as the service reads it: the tagged form only when `Simple` is an object
+    (the plain form may carry other keys, `Simple` among them), and the key of its name."""
+    return (item["Simple"], "name") if isinstance(item.get("Simple"), dict) else (item, "sensor")
 
 
 def names(case) -> list[str]:
     if case.path == "/v1/readings":
         return [n for r in case.body["readings"] for n in (r["sensor"], r.get("unit")) if n is not None]
-    items = [item.get("Simple") or item for message in case.body for item in message["data"]]
-    return [n for item in items for n in (item.get("name", item.get("sensor")), item.get("unit")) if n is not None]
+    items = [eden_item(item) for message in case.body for item in message["data"]]
+    return [n for item, key in items for n in (item.get(key), item.get("unit")) if n is not None]
 
 
 def meta_keys(case) -> list[str]:
