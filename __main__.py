@@ -5,6 +5,7 @@ import pulumi
 import stack
 from components.agents import Agents, AgentsArgs
 from components.cratedb import CrateDb, CrateDbArgs
+from components.docker_access import SshAccess
 from components.grafana import Grafana, GrafanaArgs
 from components.hosts import Host, HostArgs
 from components.ingest import Ingest, IngestArgs
@@ -17,6 +18,7 @@ config = stack.load()
 lab = Lab("lab", LabArgs(settings=config.lab, host_names=tuple(h.name for h in config.hosts))) if config.lab else None
 ssh_key = lab.private_key if lab else config.ssh_private_key
 after_lab = pulumi.ResourceOptions(depends_on=lab.containers) if lab else None
+ssh = SshAccess(ssh_key, simulated=lab is not None)
 
 backup = config.cratedb.backup
 hosts = [
@@ -28,17 +30,17 @@ swarm = Swarm("swarm", SwarmArgs(hosts=hosts, ssh_private_key=ssh_key, simulated
 cratedb = CrateDb("cratedb", CrateDbArgs(
     hosts=hosts, settings=config.cratedb, data_root=config.data_root,
     docker_provider=swarm.docker, network=swarm.network, passwords=config.passwords,
-    backup_keys=config.backup_keys,
+    backup_keys=config.backup_keys, ssh=ssh,
 ))
 ingest = Ingest("ingest", IngestArgs(
     hosts=hosts, settings=config.ingest, docker_provider=swarm.docker, network=swarm.network,
     crate_password_secret=cratedb.secrets["ingest"], secrets=config.ingest_secrets,
-    retention_months=config.cratedb.retention_months,
+    retention_months=config.cratedb.retention_months, ssh=ssh,
 ))
 grafana = Grafana("grafana", GrafanaArgs(
     hosts=hosts, settings=config.grafana, docker_provider=swarm.docker, network=swarm.network,
     db_password_secret=cratedb.secrets["grafana"], admin_password=config.grafana_admin_password,
-    smtp_password=config.grafana_smtp_password,
+    smtp_password=config.grafana_smtp_password, ssh=ssh,
 ))
 agents = Agents("agents", AgentsArgs(
     # A lab agent runs inside a simulated host: it reaches the ingest on the lab bridge.

@@ -21,7 +21,7 @@ from typing import Any
 import pulumi
 import pulumi_command as command
 
-from components.remote import Script, connection, needs_sudo, remote_command
+from components.remote import Script, Step, connection, needs_sudo, remote_command
 from ingest import tokens
 from pi.config import ConfigError as AgentConfigError
 from pi.config import parse_sensors
@@ -103,14 +103,13 @@ class Agents(pulumi.ComponentResource):
             sudo = needs_sudo(agent)
             stdin = pulumi.Output.secret(pulumi.Output.all(args.endpoints, args.token_secret, args.ca_certificate).apply(
                 lambda values, a=agent: bundle(a, values[0], tokens.issue(values[1].encode(), a.name), values[2])))
-            install = INSTALL.command({"AGENT_NAME": agent.name}, sudo=sudo)
             resource = remote_command(
                 f"{name}-{agent.name}",
                 connection=connection(agent, args.ssh_private_key),
-                create=install,
-                update=install,  # in place: a new config or package restarts the agent, nothing is removed
-                delete=REMOVE.command({"AGENT_NAME": agent.name}, sudo=sudo),
-                stdin=stdin,
+                # An update runs in place: a new config or package restarts the agent, nothing is removed.
+                run=Step(INSTALL, {"AGENT_NAME": agent.name}, sudo),
+                delete=Step(REMOVE, {"AGENT_NAME": agent.name}, sudo),
+                data=stdin,
                 logging=command.remote.Logging.STDOUT,  # the report names files, never the token
                 opts=child,
             )

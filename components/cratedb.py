@@ -17,9 +17,11 @@ import pulumi_command as command
 import pulumi_docker as docker
 import pulumi_random as random
 
+from components.docker_access import SshAccess
 from components.hosts import Host
-from components.remote import Script, remote_command
-from components.swarm_configs import fixed_name, go_duration, hashed_config, swarm_secret, warn_unpinned
+from components.images import service_image, ship_to_hosts
+from components.remote import Script, Step, remote_command
+from components.swarm_configs import fixed_name, go_duration, restart_always, swarm_config, swarm_secret, warn_unpinned
 from stack.config import BackupSettings, ConfigError, CrateDbSettings, HostSpec
 from stack.constants import (
     CRATEDB_HTTP_PORT, CRATEDB_SERVICE, CRATEDB_STOP_GRACE_SECONDS, CRATEDB_TRANSPORT_PORT, READINGS_TABLE,
@@ -42,6 +44,7 @@ class CrateDbArgs:
     network: docker.Network
     passwords: dict[str, Any]  # user -> secret Output; missing users get a generated password
     backup_keys: dict[str, Any] | None = None  # backupAccessKey / backupSecretKey for s3, secret
+    ssh: SshAccess | None = None  # how this machine reaches the hosts, to ship the image (imageSource)
 
     def __post_init__(self) -> None:
         unknown = set(self.passwords) - set(USERS)
@@ -166,9 +169,9 @@ class CrateDb(pulumi.ComponentResource):
 
         backup = settings.backup
         crate_yml = render_crate_yml([h.spec for h in nodes], backup)
-        configs = {"/crate/config/crate.yml": hashed_config(f"{name}-crate-yml", CRATEDB_SERVICE, "crate.yml", crate_yml, on_swarm)}
+        configs = {"/crate/config/crate.yml": swarm_config(f"{name}-crate-yml", crate_yml, on_swarm)}
         for script in ("start-crate.sh", "retention.sh") + (("snapshot.sh",) if backup else ()):
-            configs[f"/mds/{script}"] = hashed_config(f"{name}-{script.removesuffix('.sh')}", CRATEDB_SERVICE, script, (FILES / script).read_text(), on_swarm)
+            configs[f"/mds/{script}"] = swarm_config(f"{name}-{script.removesuffix('.sh')}", (FILES / script).read_text(), on_swarm)
         mounts = [docker.ServiceTaskSpecContainerSpecMountArgs(type="bind", source=f"{args.data_root}/cratedb", target="/data")]
         if backup and backup.type == "fs":
             mounts.append(docker.ServiceTaskSpecContainerSpecMountArgs(type="bind", source=backup.location, target=SNAPSHOTS_DIR))
@@ -183,15 +186,19 @@ class CrateDb(pulumi.ComponentResource):
         if backup:
             env.update(BACKUP_REPOSITORY=REPOSITORY, BACKUP_EVERY_HOURS=str(backup.every_hours), BACKUP_KEEP=str(backup.keep))
 
-        if settings.digest is None:
+        source, tag = settings.image_source, f"{settings.image}:{settings.version}"
+        if source.kind == "registry" and settings.digest is None:
             warn_unpinned("mds:cratedb", settings.image_ref, self)
+        shipped = ship_to_hosts(f"{name}-ship", reference=tag, archives=source.archives,
+                                local=[tag] if source.kind == "local" else [], hosts=nodes, ssh=args.ssh,
+                                opts=child) if source.shipped else []
         self.service = docker.Service(
             f"{name}-service",
             name=CRATEDB_SERVICE,
             mode=docker.ServiceModeArgs(global_=True),
             task_spec=docker.ServiceTaskSpecArgs(
                 container_spec=docker.ServiceTaskSpecContainerSpecArgs(
-                    image=settings.image_ref,
+                    image=service_image("cratedb", source, tag, settings.image_ref),
                     hostname="{{.Node.Hostname}}",
                     commands=["/bin/sh", "/mds/start-crate.sh"],
                     env=env,
@@ -216,7 +223,7 @@ class CrateDb(pulumi.ComponentResource):
                 ),
                 placement=docker.ServiceTaskSpecPlacementArgs(constraints=["node.labels.mds.cratedb==true"]),
                 networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(id=args.network.id)],
-                restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay="10s"),
+                restart_policy=restart_always(10),
             ),
             # One node at a time; the old task's shutdown gate waits for GREEN before it stops.
             update_config=docker.ServiceUpdateConfigArgs(
@@ -229,22 +236,18 @@ class CrateDb(pulumi.ComponentResource):
                     target_port=CRATEDB_HTTP_PORT, published_port=CRATEDB_HTTP_PORT, publish_mode="host",
                 )] if settings.publish_admin_ui else None,
             ),
-            opts=fixed_name(on_swarm),
+            opts=fixed_name(on_swarm).merge(pulumi.ResourceOptions(depends_on=shipped)),
         )
 
         # Users and schema, from inside a CrateDB container on the first CrateDB host: the
         # superuser has no password and is trusted on loopback only (REFERENCE.md, pitfall 3).
         runner = nodes[0]
-        schema_cmd = SCHEMA.command({
-            "HOST_NAME": runner.spec.name, "SERVICE": CRATEDB_SERVICE, "EXPECTED_NODES": str(len(nodes)),
-            "DEADLINE": "600",
-        }, sudo=runner.sudo)
         self.schema = remote_command(
             f"{name}-schema",
             connection=runner.connection,
-            create=schema_cmd,
-            update=schema_cmd,
-            stdin=pulumi.Output.all(
+            run=Step(SCHEMA, {"HOST_NAME": runner.spec.name, "SERVICE": CRATEDB_SERVICE,
+                              "EXPECTED_NODES": str(len(nodes)), "DEADLINE": "600"}, runner.sudo),
+            data=pulumi.Output.all(
                 pulumi.Output.all(**self.passwords), pulumi.Output.all(**(args.backup_keys or {})),
             ).apply(lambda both: schema_requests(settings, both[0], both[1])),
             triggers=[self.service.id],  # a new service (no delete step here): apply the schema again

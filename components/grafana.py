@@ -2,7 +2,7 @@
 
 Its state is entirely provisioned (datasource, dashboards, alert rules, admin password), so it keeps
 no volume: losing its host loses nothing, Swarm starts it on another Grafana host. Every file is a
-Swarm config whose name carries a content hash, so an edited dashboard rolls out on `pulumi up`.
+Swarm config, replaced when its content changes, so an edited dashboard rolls out on `pulumi up`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ import pulumi_random as random
 import yaml
 
 from components import grafana_dashboards as provisioning
+from components.docker_access import SshAccess
 from components.hosts import Host
-from components.swarm_configs import SECRETS_DIR, fixed_name, go_duration, hashed_config, swarm_secret, warn_unpinned
+from components.images import service_image, ship_to_hosts
+from components.swarm_configs import SECRETS_DIR, fixed_name, go_duration, restart_always, swarm_config, swarm_secret, warn_unpinned
 from stack.config import GrafanaSettings
 from stack.constants import CRATEDB_PG_PORT, CRATEDB_SERVICE
 
@@ -37,6 +39,7 @@ class GrafanaArgs:
     db_password_secret: docker.Secret  # the CrateDB grafana user's password, from CrateDb
     admin_password: Any = None  # secret Output from the stack config; None: generated
     smtp_password: Any = None  # secret Output: the mail server login's password (settings.smtp)
+    ssh: SshAccess | None = None  # how this machine reaches the hosts, to ship the image (imageSource)
 
 
 def provisioning_files(settings: GrafanaSettings) -> dict[str, tuple[str, str]]:
@@ -95,19 +98,24 @@ class Grafana(pulumi.ComponentResource):
         if args.smtp_password is not None:
             secrets["grafana-smtp-password"] = swarm_secret(f"{name}-secret-smtp", args.smtp_password, on_swarm)
         configs = {
-            path: hashed_config(f"{name}-{role}", SERVICE, role, text, on_swarm)
+            path: swarm_config(f"{name}-{role}", text, on_swarm)
             for role, (path, text) in sorted(provisioning_files(settings).items())
         }
 
-        if settings.digest is None:
+        source, tag = settings.image_source, f"{settings.image}:{settings.version}"
+        if source.kind == "registry" and settings.digest is None:
             warn_unpinned("mds:grafana", settings.image_ref, self)
+        shipped = ship_to_hosts(f"{name}-ship", reference=tag, archives=source.archives,
+                                local=[tag] if source.kind == "local" else [],
+                                hosts=[h for h in args.hosts if SERVICE in h.spec.services], ssh=args.ssh,
+                                opts=child) if source.shipped else []
         self.service = docker.Service(
             f"{name}-service",
             name=SERVICE,
             mode=docker.ServiceModeArgs(replicated=docker.ServiceModeReplicatedArgs(replicas=1)),
             task_spec=docker.ServiceTaskSpecArgs(
                 container_spec=docker.ServiceTaskSpecContainerSpecArgs(
-                    image=settings.image_ref,
+                    image=service_image("grafana", source, tag, settings.image_ref),
                     env={
                         "GF_PATHS_PROVISIONING": PROVISIONING,
                         "GF_SECURITY_ADMIN_USER": "admin",
@@ -138,7 +146,7 @@ class Grafana(pulumi.ComponentResource):
                 ),
                 placement=docker.ServiceTaskSpecPlacementArgs(constraints=[f"node.labels.mds.{SERVICE}==true"]),
                 networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(id=args.network.id)],
-                restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay="5s"),
+                restart_policy=restart_always(5),
             ),
             # One replica with a host-mode port: the old task stops before the new one starts.
             update_config=docker.ServiceUpdateConfigArgs(parallelism=1, order="stop-first", failure_action="rollback",
@@ -148,7 +156,7 @@ class Grafana(pulumi.ComponentResource):
                 ports=[docker.ServiceEndpointSpecPortArgs(
                     target_port=settings.port, published_port=settings.port, publish_mode=settings.publish_mode)],
             ),
-            opts=fixed_name(on_swarm),
+            opts=fixed_name(on_swarm).merge(pulumi.ResourceOptions(depends_on=shipped)),
         )
         self.urls = pulumi.Output.from_input(urls(args.hosts, settings))
         self.register_outputs({"service": self.service.name, "urls": self.urls, "adminPassword": self.admin_password})

@@ -8,7 +8,7 @@ from typing import Any
 import pulumi
 import pulumi_command as command
 
-from components.remote import Script, connection, needs_sudo, remote_command
+from components.remote import Script, Step, connection, needs_sudo, remote_command
 from stack.config import ConfigError, HostSpec
 from stack.constants import DATA_DIRS, VM_MAX_MAP_COUNT
 
@@ -57,12 +57,11 @@ class Host(pulumi.ComponentResource):
         self.spec = args.spec
         self.sudo = needs_sudo(args.spec)
         self.connection = connection(args.spec, args.ssh_private_key)
-        provision = PROVISION.command(provision_env(args.spec, args.data_root, args.backup_dir), sudo=self.sudo)
         self.provision = remote_command(
             f"{name}-provision",
             connection=self.connection,
-            create=provision,
-            update=provision,  # re-run in place when the script changes; never replace a host
+            # Runs again in place when the script changes; a host is never replaced.
+            run=Step(PROVISION, provision_env(args.spec, args.data_root, args.backup_dir), self.sudo),
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.provisioned = self.provision.stdout

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import math
+import shlex
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,14 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+import pulumi_command as command
 import pulumi_docker as docker
 import pulumi_random as random
 import pulumi_tls as tls
 
+from components.docker_access import SshAccess
 from components.hosts import Host
-from components.remote import Script, remote_command
-from components.swarm_configs import SECRETS_DIR, fixed_name, swarm_secret
-from stack.config import ConfigError, IngestSettings, is_ip
+from components.images import service_image, ship_to_hosts
+from components.remote import Script, Step, remote_command
+from components.swarm_configs import SECRETS_DIR, fixed_name, restart_always, swarm_secret
+from stack.config import ConfigError, IngestSettings, is_ip, state_dir
 from stack.constants import CRATEDB_HTTP_PORT, CRATEDB_SERVICE, READINGS_TABLE
 
 SOURCE = Path(__file__).resolve().parents[1] / "ingest"
@@ -44,6 +48,7 @@ class IngestArgs:
     crate_password_secret: docker.Secret  # the CrateDB ingest user's password, from CrateDb
     secrets: dict[str, Any]  # ingestTokenSecret, edenJwtSecret, ingestTlsCert, ingestTlsKey (optional)
     retention_months: int = 0  # CrateDB's retention: the ingest accepts nothing older than it keeps
+    ssh: SshAccess | None = None  # how this machine reaches the hosts, to ship the image
 
     def __post_init__(self) -> None:
         if self.settings.tls == "provided" and not {"ingestTlsCert", "ingestTlsKey"} <= set(self.secrets):
@@ -91,20 +96,7 @@ class Ingest(pulumi.ComponentResource):
         settings = args.settings
         hosts = [h for h in args.hosts if "ingest" in h.spec.services]
 
-        image, builds = settings.image, []
-        if image is None:
-            extra_ca = Path(settings.extra_ca_file).read_bytes() if settings.extra_ca_file else b""
-            tar = build_context(extra_ca)
-            image = image_tag(settings.base_image, tar)
-            context = base64.b64encode(gzip.compress(tar, mtime=0)).decode() + "\n"
-            for host in hosts:
-                build = BUILD.command({"HOST_NAME": host.spec.name, "IMAGE": image, "BASE_IMAGE": settings.base_image},
-                                      sudo=host.sudo)
-                builds.append(remote_command(
-                    f"{name}-image-{host.spec.name}", connection=host.connection, create=build, update=build,
-                    stdin=context,
-                    opts=child.merge(pulumi.ResourceOptions(depends_on=[host.provision])),
-                ))
+        image, builds = self._image(name, args, hosts, child)
 
         token_secret = args.secrets.get("ingestTokenSecret") or random.RandomPassword(
             f"{name}-token-secret", length=48, special=False, opts=child).result
@@ -174,7 +166,7 @@ class Ingest(pulumi.ComponentResource):
                 networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(id=args.network.id)],
                 resources=docker.ServiceTaskSpecResourcesArgs(limits=docker.ServiceTaskSpecResourcesLimitsArgs(
                     memory_bytes=settings.memory_mb * 1024 * 1024, nano_cpus=int(settings.cpus * 1e9))),
-                restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay="5s"),
+                restart_policy=restart_always(5),
             ),
             # Never two hosts down at once; a host-mode port cannot hold two tasks, so stop first.
             update_config=docker.ServiceUpdateConfigArgs(
@@ -190,6 +182,55 @@ class Ingest(pulumi.ComponentResource):
         self.endpoints = pulumi.Output.from_input(endpoints(args.hosts, settings))
         self.private_endpoints = pulumi.Output.from_input(endpoints(args.hosts, settings, private=True))
         self.register_outputs({"endpoints": self.endpoints, "service": self.service.name})
+
+    @staticmethod
+    def _image(name: str, args: IngestArgs, hosts: Sequence[Host], opts: pulumi.ResourceOptions):
+        """(the service's image, the commands it waits for): a prebuilt image (pulled or shipped),
+        or the image of ingest/, built on every host, or built here and shipped."""
+        settings = args.settings
+        if settings.image is not None:
+            source = settings.image_source
+            shipped = ship_to_hosts(f"{name}-ship", reference=settings.image, archives=source.archives,
+                                    local=[settings.image] if source.kind == "local" else [], hosts=hosts, ssh=args.ssh,
+                                    opts=opts) if source.shipped else []
+            return service_image("ingest", source, settings.image, settings.image), shipped
+        extra_ca = Path(settings.extra_ca_file).read_bytes() if settings.extra_ca_file else b""
+        tar = build_context(extra_ca)
+        image = image_tag(settings.base_image, tar)
+        if settings.build == "hosts":
+            context = base64.b64encode(gzip.compress(tar, mtime=0)).decode() + "\n"
+            return image, [remote_command(
+                f"{name}-image-{host.spec.name}", connection=host.connection,
+                run=Step(BUILD, {"HOST_NAME": host.spec.name, "IMAGE": image, "BASE_IMAGE": settings.base_image},
+                         host.sudo),
+                data=context,
+                opts=opts.merge(pulumi.ResourceOptions(depends_on=[host.provision])),
+            ) for host in hosts]
+        # Built here (needs a Docker engine, and buildx for other platforms), then shipped: the
+        # hosts need neither a base image nor PyPI.
+        context_file = state_dir() / f"ingest-context-{image.split(':')[1]}.tar"
+        if not context_file.exists():
+            context_file.parent.mkdir(parents=True, exist_ok=True)
+            context_file.write_bytes(tar)
+        builds = {}
+        for platform in settings.platforms or (None,):
+            tag = image if platform is None else f"{image}-{platform.split('/')[1]}"
+            builder = ["docker", "build"] if platform is None else ["docker", "buildx", "build", "--platform", platform, "--load"]
+            build = shlex.join([*builder, "-q", "--build-arg", f"BASE_IMAGE={settings.base_image}",
+                                "--label", f"mds.content={image.split(':')[1]}", "-t", tag, "-"])
+            builds[tag] = command.local.Command(
+                f"{name}-build-{platform.split('/')[1] if platform else 'here'}",
+                create=f"docker image inspect {tag} >/dev/null 2>&1 || {build} < {shlex.quote(str(context_file))} >&2 && "
+                       f"docker image inspect -f '{{{{.Id}}}}' {tag}",
+                interpreter=["/bin/bash", "-c"],
+                opts=opts,
+            )
+        shipped = ship_to_hosts(f"{name}-ship", reference=image, local=list(builds), hosts=hosts, ssh=args.ssh,
+                                opts=opts, after=list(builds.values()))
+        if len(builds) > 1:  # an image per architecture: the service names the tag (components/images.py)
+            return image, shipped
+        (only,) = builds.values()
+        return only.stdout.apply(lambda out: out.strip().splitlines()[-1]), shipped
 
     @staticmethod
     def _generated_certificate(name: str, hosts: Sequence[Host], opts: pulumi.ResourceOptions):

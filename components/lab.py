@@ -60,12 +60,14 @@ class Lab(pulumi.ComponentResource):
         settings = args.settings
         key = tls.PrivateKey(f"{name}-ssh-key", algorithm="ED25519", opts=child)
         self.private_key = pulumi.Output.secret(key.private_key_openssh)
-        image = docker.Image(
+        # A RemoteImage with a build: `pulumi destroy` removes the image it built (keep_locally is
+        # false); docker.Image leaves it behind.
+        image = docker.RemoteImage(
             f"{name}-host-image",
-            image_name=host_image_tag(settings.base_image),
-            build=docker.DockerBuildArgs(context=str(HOST_IMAGE_DIR), dockerfile=str(HOST_IMAGE_DIR / "Dockerfile"),
-                                         args={"BASE_IMAGE": settings.base_image}),
-            skip_push=True,
+            name=host_image_tag(settings.base_image),
+            build=docker.RemoteImageBuildArgs(context=str(HOST_IMAGE_DIR), build_args={"BASE_IMAGE": settings.base_image},
+                                              label={LABEL: "stack"}),
+            keep_locally=False,
             opts=child,
         )
         network = docker.Network(
@@ -85,7 +87,7 @@ class Lab(pulumi.ComponentResource):
                 f"{name}-{host}",
                 name=f"mds-lab-{host}",
                 hostname=host,
-                image=image.image_name,
+                image=image.image_id,
                 init=True,
                 envs=[key.public_key_openssh.apply(lambda k: f"LAB_AUTHORIZED_KEY={k.strip()}")],
                 networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network.id, ipv4_address=settings.address(i))],

@@ -24,7 +24,7 @@ import pulumi_docker as docker
 
 from components.docker_access import docker_host, ssh_opts
 from components.hosts import Host
-from components.remote import Script, remote_command
+from components.remote import Script, Step, remote_command
 from components.swarm_configs import fixed_name
 from stack.config import ConfigError
 from stack.constants import CRATEDB_STOP_GRACE_SECONDS, MAX_MANAGERS, OVERLAY_NETWORK, SWARM_PORT
@@ -80,18 +80,15 @@ class Swarm(pulumi.ComponentResource):
         manager = self.manager
         child = pulumi.ResourceOptions(parent=self)
 
-        def on_manager(env: dict, script: Script) -> pulumi.Output[str]:
-            return script.command_output(env, sudo=manager.sudo)
+        def on_manager(script: Script, env: dict) -> Step:
+            return Step(script, env, manager.sudo)
 
-        init_env = {"HOST_NAME": manager.spec.name, "ADVERTISE_ADDR": manager.spec.private_address,
-                    "SWARM_PORT": str(SWARM_PORT)}
-        init_cmd = INIT.command(init_env, sudo=manager.sudo)
         init = remote_command(
             f"{name}-init",
             connection=manager.connection,
-            create=init_cmd,
-            update=init_cmd,
-            delete=LEAVE.command({"HOST_NAME": manager.spec.name}, sudo=manager.sudo),
+            run=on_manager(INIT, {"HOST_NAME": manager.spec.name, "ADVERTISE_ADDR": manager.spec.private_address,
+                                  "SWARM_PORT": str(SWARM_PORT)}),
+            delete=on_manager(LEAVE, {"HOST_NAME": manager.spec.name}),
             logging=command.remote.Logging.NONE,  # stdout carries the join tokens
             opts=child.merge(pulumi.ResourceOptions(
                 additional_secret_outputs=["stdout"], depends_on=[manager.provision], delete_before_replace=True,
@@ -107,27 +104,23 @@ class Swarm(pulumi.ComponentResource):
                 continue
             spec = host.spec
             forget_env = {"HOST_NAME": spec.name, "LEAVE_DEADLINE": str(LEAVE_DEADLINE)}
-            forget_create = FORGET.command({**forget_env, "WAIT_FOR_DOWN": "0"}, sudo=manager.sudo)
             forget = remote_command(
                 f"{name}-forget-{spec.name}",
                 connection=manager.connection,
-                create=forget_create,
-                update=forget_create,
-                delete=FORGET.command({**forget_env, "WAIT_FOR_DOWN": "1"}, sudo=manager.sudo),
+                run=on_manager(FORGET, {**forget_env, "WAIT_FOR_DOWN": "0"}),
+                delete=on_manager(FORGET, {**forget_env, "WAIT_FOR_DOWN": "1"}),
                 opts=child.merge(pulumi.ResourceOptions(depends_on=[init])),
             )
-            join_cmd = JOIN.command_output({
-                "HOST_NAME": spec.name, "ADVERTISE_ADDR": spec.private_address,
-                "MANAGER_ADDR": manager.spec.private_address, "SWARM_PORT": str(SWARM_PORT),
-                "CLUSTER_ID": cluster_id, "JOIN_DEADLINE": str(JOIN_DEADLINE),
-            }, sudo=host.sudo)
             join = remote_command(
                 f"{name}-join-{spec.name}",
                 connection=host.connection,
-                create=join_cmd,
-                update=join_cmd,
-                delete=LEAVE.command({"HOST_NAME": spec.name}, sudo=host.sudo),
-                stdin=tokens[spec.role].apply(lambda token: token + "\n"),
+                run=Step(JOIN, {
+                    "HOST_NAME": spec.name, "ADVERTISE_ADDR": spec.private_address,
+                    "MANAGER_ADDR": manager.spec.private_address, "SWARM_PORT": str(SWARM_PORT),
+                    "CLUSTER_ID": cluster_id, "JOIN_DEADLINE": str(JOIN_DEADLINE),
+                }, host.sudo),
+                delete=Step(LEAVE, {"HOST_NAME": spec.name}, host.sudo),
+                data=tokens[spec.role].apply(lambda token: token + "\n"),
                 # A replacement (the join is recreated) leaves before it joins again.
                 opts=child.merge(pulumi.ResourceOptions(
                     depends_on=[forget, host.provision], delete_before_replace=True,
@@ -139,12 +132,8 @@ class Swarm(pulumi.ComponentResource):
         for host in args.hosts:
             spec = host.spec
             node_env = {"HOST_NAME": spec.name, "NODE_ID": node_ids[spec.name]}
-            node_cmd = on_manager({
-                **node_env, "ROLE": spec.role, "NODE_DEADLINE": str(NODE_DEADLINE),
-                "LABELS": "\n".join(f"{k}={v}" for k, v in spec.node_labels().items()),
-            }, NODE)
             # The first manager is not retired: the swarm dissolves with it.
-            retire = None if host is manager else on_manager({**node_env, "DRAIN_DEADLINE": str(DRAIN_DEADLINE)}, RETIRE)
+            retire = None if host is manager else on_manager(RETIRE, {**node_env, "DRAIN_DEADLINE": str(DRAIN_DEADLINE)})
             # Each node command depends on the one before: the engine runs independent deletes in
             # parallel, and two hosts removed in one `up` would drain two CrateDB nodes at once
             # (shards lost with one replica). Chained, they drain one after another, each waiting
@@ -152,8 +141,10 @@ class Swarm(pulumi.ComponentResource):
             self.nodes_ready.append(remote_command(
                 f"{name}-node-{spec.name}",
                 connection=manager.connection,
-                create=node_cmd,
-                update=node_cmd,
+                run=on_manager(NODE, {
+                    **node_env, "ROLE": spec.role, "NODE_DEADLINE": str(NODE_DEADLINE),
+                    "LABELS": "\n".join(f"{k}={v}" for k, v in spec.node_labels().items()),
+                }),
                 delete=retire,
                 opts=child.merge(pulumi.ResourceOptions(depends_on=self.nodes_ready[-1:])),
             ))

@@ -4,22 +4,18 @@ Swarm objects agree with the Docker provider: names, durations and images as it 
 from __future__ import annotations
 
 import base64
-import hashlib
 
 import pulumi
 import pulumi_docker as docker
 
 
-def hashed_config(name: str, service: str, file_name: str, text: str, opts: pulumi.ResourceOptions) -> docker.ServiceConfig:
-    """Swarm configs are immutable: the name carries a content hash, so an edit makes a new config
-    (created before the old one is deleted, so the service always references one that exists)."""
-    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
-    return docker.ServiceConfig(
-        name,
-        name=f"{service}-{file_name.replace('.', '-')}-{digest}",
-        data=base64.b64encode(text.encode()).decode(),
-        opts=opts,
-    )
+def swarm_config(name: str, text: str, opts: pulumi.ResourceOptions) -> docker.ServiceConfig:
+    """A Swarm config holding one file of a service. Configs are immutable: an edit replaces the
+    config. No `name` is given, so the provider names each one anew (autonaming) and the
+    replacement is created before the old one is deleted. With a `name` set, the Terraform bridge
+    deletes first (`nameRequiresDeleteBeforeReplace`, pulumi-terraform-bridge pkg/tfbridge/schema.go),
+    and Docker refuses to delete a config a service still uses: every edit failed `pulumi up`."""
+    return docker.ServiceConfig(name, data=base64.b64encode(text.encode()).decode(), opts=opts)
 
 
 SECRETS_DIR = "/run/secrets"  # where a task finds its Swarm secrets
@@ -65,3 +61,9 @@ def warn_unpinned(config_key: str, image: str, resource: pulumi.Resource) -> Non
     pulumi.log.warn(f"{config_key}.digest is not set: Docker will pin {image} to the digest it finds, and every later "
                     f"`pulumi up` will then update the service and restart its tasks. Set {config_key}.digest to the "
                     f"image's sha256 digest (`docker buildx imagetools inspect {image}`).", resource=resource)
+
+
+def restart_always(delay_seconds: int) -> docker.ServiceTaskSpecRestartPolicyArgs:
+    """Restart a task whenever it ends, after a delay. The provider reads an unset `window` back
+    as `0s` (seen on the real engine): left out, every `pulumi up` would update the service."""
+    return docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay=go_duration(delay_seconds), window=go_duration(0))

@@ -13,24 +13,26 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pulumi
 
 from stack.constants import DEFAULT_MANAGERS, MAX_MANAGERS, NODE_LABEL_PREFIX, PROJECT, SERVICES
+from stack.image_archive import ArchivedImage, ArchiveError, cached_archive, normalize_tag
 
 ROLES = ("manager", "worker")
 HOST_FIELDS = (
     "name", "address", "privateAddress", "sshUser", "sshPort", "role", "services", "labels", "hostKey",
 )
-INGEST_FIELDS = ("image", "baseImage", "extraCaFile", "port", "publishMode", "revokedDevices", "tls", "memoryMb", "cpus",
-                 "edenRoles", "edenIssuers")
+INGEST_FIELDS = ("image", "imageSource", "build", "platforms", "baseImage", "extraCaFile", "port", "publishMode",
+                 "revokedDevices", "tls", "memoryMb", "cpus", "edenRoles", "edenIssuers")
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-CRATEDB_FIELDS = ("version", "image", "digest", "heapSize", "replicas", "retentionMonths", "clusterName", "publishAdminUi", "backup")
+CRATEDB_FIELDS = ("version", "image", "digest", "imageSource", "heapSize", "replicas", "retentionMonths", "clusterName", "publishAdminUi", "backup")
 BACKUP_FIELDS = {"fs": ("type", "location", "everyHours", "keep"),
                  "s3": ("type", "bucket", "basePath", "endpoint", "region", "everyHours", "keep")}
 AGENT_FIELDS = ("name", "address", "sshUser", "sshPort", "hostKey", "sensors", "intervalMs")
-GRAFANA_FIELDS = ("image", "version", "digest", "port", "publishMode", "alerts", "smtp")
+GRAFANA_FIELDS = ("image", "version", "digest", "imageSource", "port", "publishMode", "alerts", "smtp")
 SMTP_FIELDS = ("host", "fromAddress", "user")
 ALERT_FIELDS = ("silentAfterMinutes", "ranges", "contactPoint")
 _SENSOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -100,10 +102,25 @@ class BackupSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ImageSource:
+    """How the hosts get an image: they pull it from its registry (`registry`), or `pulumi up`
+    ships it to them over SSH, out of this machine's Docker engine (`local`) or out of archives
+    that `docker save` wrote (`archives`: one per architecture). See components/images.py."""
+    kind: str = "registry"  # registry | local | archives
+    archives: tuple[str, ...] = ()  # absolute paths on this machine
+    verified: tuple[ArchivedImage, ...] = ()  # what the archives hold, once verify_images read them
+
+    @property
+    def shipped(self) -> bool:
+        return self.kind != "registry"
+
+
+@dataclass(frozen=True, kw_only=True)
 class CrateDbSettings:
     version: str = "6.4.3"
     image: str = "crate"  # the official image; a mirror's repository may be named instead
     digest: str | None = None  # sha256:… of the image that tag names (see image_ref)
+    image_source: ImageSource = field(default_factory=ImageSource)
     heap_size: str | None = None  # e.g. "4g"; default: half the host's memory, below 31 GB
     replicas: int = 1
     retention_months: int = 0  # 0 keeps every month
@@ -125,7 +142,10 @@ def image_ref(image: str, version: str, digest: str | None) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class IngestSettings:
-    image: str | None = None  # a registry image; None: built on the hosts from ingest/
+    image: str | None = None  # a prebuilt image; None: built from ingest/ (see build)
+    image_source: ImageSource = field(default_factory=ImageSource)  # of `image`
+    build: str = "hosts"  # hosts: on every ingest host; local: on this machine, then shipped
+    platforms: tuple[str, ...] = ()  # build local: linux/amd64, linux/arm64 (docker buildx); none: this machine's
     base_image: str = "debian:bookworm-slim"
     extra_ca_file: str | None = None  # a CA bundle trusted while the image installs its packages
     port: int = 8080
@@ -202,6 +222,7 @@ class GrafanaSettings:
     image: str = "grafana/grafana"  # the official OSS image (grafana-oss is not updated from 12.4)
     version: str = "13.0.1"
     digest: str | None = None
+    image_source: ImageSource = field(default_factory=ImageSource)
     port: int = 3000
     publish_mode: str = "host"
     alerts: AlertSettings = field(default_factory=AlertSettings)
@@ -247,6 +268,12 @@ def key(name: str) -> str:
     return f"{PROJECT}:{name}"
 
 
+def state_dir() -> Path:
+    """Files the program keeps on this machine between runs (the SSH key the operator's `ssh`
+    uses, known host keys, archives already verified): MDS_STATE_DIR, else `.mds/<stack>`."""
+    return Path(os.environ.get("MDS_STATE_DIR", Path(".mds") / pulumi.get_stack())).absolute()
+
+
 def load() -> StackConfig:
     """Read the stack's configuration once; secrets stay secret Outputs."""
     cfg = pulumi.Config(PROJECT)
@@ -264,7 +291,8 @@ def load() -> StackConfig:
     passwords = {user: cfg.get_secret(f"{user}Password") for user in PASSWORD_USERS}
     s3_keys = {name: cfg.get_secret(name) for name in ("backupAccessKey", "backupSecretKey")}
     ingest_secrets = {name: cfg.get_secret(name) for name in ("ingestTokenSecret", "edenJwtSecret", "ingestTlsCert", "ingestTlsKey")}
-    config = parse({k: v for k, v in raw.items() if v is not None}, ssh_private_key=private_key)
+    config = verify_images(parse({k: v for k, v in raw.items() if v is not None}, ssh_private_key=private_key),
+                           state_dir() / "archives.json")
     admin = cfg.get_secret("grafanaAdminPassword")
     smtp_password = cfg.get_secret("grafanaSmtpPassword")
     if smtp_password is not None and config.grafana.smtp is None:
@@ -343,9 +371,11 @@ def parse(raw: Mapping[str, Any], *, ssh_private_key: Any) -> StackConfig:
             f"{key('dataRoot')}: {data_root!r} is not allowed; use an absolute path of letters, digits, "
             f"'.', '_' and '-', such as /srv/mds"
         )
-    cratedb = _parse_cratedb(raw.get("cratedb", {}), sum("cratedb" in h.services for h in hosts))
-    ingest = _parse_ingest(raw.get("ingest", {}))
-    grafana = _parse_grafana(raw.get("grafana", {}))
+    # A lab ships what this machine's Docker engine holds: it needs no registry (README, air-gapped).
+    shipped_default = "local" if lab else "registry"
+    cratedb = _parse_cratedb(raw.get("cratedb", {}), sum("cratedb" in h.services for h in hosts), shipped_default)
+    ingest = _parse_ingest(raw.get("ingest", {}), "local" if lab else "hosts")
+    grafana = _parse_grafana(raw.get("grafana", {}), shipped_default)
     if grafana.port == ingest.port:
         raise ConfigError(f"{key('grafana')}.port: {grafana.port} is the ingest's port too; choose another")
     agents = _parse_agents(raw.get("agents", []))
@@ -460,10 +490,24 @@ def _check_fields(raw: Any, where: str, fields: Sequence[str]) -> None:
         raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(fields)}")
 
 
-def _parse_ingest(raw: Any) -> IngestSettings:
+def _parse_ingest(raw: Any, default_build: str = "hosts") -> IngestSettings:
     where = key("ingest")
     _check_fields(raw, where, INGEST_FIELDS)
     defaults = IngestSettings()
+    build = raw.get("build", default_build)
+    if build not in ("hosts", "local"):
+        raise ConfigError(f"{where}.build: {build!r} is not allowed; use hosts (built on every ingest host from "
+                          f"baseImage and PyPI) or local (built on this machine, shipped to the hosts over SSH)")
+    platforms = raw.get("platforms", [])
+    if (not isinstance(platforms, Sequence) or isinstance(platforms, str)
+            or not all(isinstance(p, str) and _PLATFORM.match(p) for p in platforms) or len(set(platforms)) != len(platforms)):
+        raise ConfigError(f"{where}.platforms: {platforms!r} must list distinct platforms of linux/amd64 and linux/arm64")
+    if platforms and build != "local":
+        raise ConfigError(f"{where}.platforms: set build: local too (the hosts build for their own platform)")
+    if "imageSource" in raw and raw.get("image") is None:
+        raise ConfigError(f"{where}.imageSource applies to {where}.image, which is not set; the image built from "
+                          f"ingest/ is shipped with build: local")
+    source = _parse_image_source(raw, where, "registry")
     for name in ("image", "baseImage"):
         value = raw.get(name)
         if value is not None and (not isinstance(value, str) or not _IMAGE_REF.match(value)):
@@ -496,13 +540,14 @@ def _parse_ingest(raw: Any) -> IngestSettings:
     if not eden["edenRoles"]:
         raise ConfigError(f"{where}.edenRoles: an empty list would refuse every Eden device; list the roles they send "
                           "(the original agents send the `role` of their config, e.g. sensor)")
-    return IngestSettings(image=raw.get("image"), base_image=raw.get("baseImage", defaults.base_image),
+    return IngestSettings(image=raw.get("image"), image_source=source, build=build, platforms=tuple(platforms),
+                          base_image=raw.get("baseImage", defaults.base_image),
                           extra_ca_file=extra_ca, port=port, publish_mode=mode, revoked_devices=tuple(revoked),
                           tls=tls, memory_mb=memory, cpus=float(cpus), eden_roles=eden["edenRoles"],
                           eden_issuers=eden["edenIssuers"])
 
 
-def _parse_grafana(raw: Any) -> GrafanaSettings:
+def _parse_grafana(raw: Any, default_source: str = "registry") -> GrafanaSettings:
     where = key("grafana")
     _check_fields(raw, where, GRAFANA_FIELDS)
     defaults = GrafanaSettings()
@@ -521,7 +566,8 @@ def _parse_grafana(raw: Any) -> GrafanaSettings:
         raise ConfigError(f"{where}.alerts.contactPoint: e-mail needs a mail server: set {where}.smtp "
                           "({host: smtp.example.com:587, fromAddress: grafana@example.com, user: …}) and, for a "
                           "login, the secret mds:grafanaSmtpPassword; Grafana sends no mail without one")
-    return GrafanaSettings(image=image, version=version, digest=_digest(raw, where), port=port, publish_mode=mode,
+    return GrafanaSettings(image=image, version=version, digest=_digest(raw, where),
+                           image_source=_parse_image_source(raw, where, default_source), port=port, publish_mode=mode,
                            alerts=alerts, smtp=smtp)
 
 
@@ -582,7 +628,7 @@ def _parse_contact_point(raw: Any, where: str) -> ContactPoint:
     raise ConfigError(f"{where}.type: {kind!r} is not allowed; use webhook or email")
 
 
-def _parse_cratedb(raw: Any, node_count: int) -> CrateDbSettings:
+def _parse_cratedb(raw: Any, node_count: int, default_source: str = "registry") -> CrateDbSettings:
     where = key("cratedb")
     _check_fields(raw, where, CRATEDB_FIELDS)
     version = str(raw.get("version", CrateDbSettings.version))
@@ -619,7 +665,8 @@ def _parse_cratedb(raw: Any, node_count: int) -> CrateDbSettings:
     if not isinstance(publish, bool):
         raise ConfigError(f"{where}.publishAdminUi: {publish!r} must be true or false")
     return CrateDbSettings(
-        version=version, image=image, digest=_digest(raw, where), heap_size=str(heap) if heap is not None else None, replicas=replicas,
+        version=version, image=image, digest=_digest(raw, where), image_source=_parse_image_source(raw, where, default_source),
+        heap_size=str(heap) if heap is not None else None, replicas=replicas,
         retention_months=retention, cluster_name=cluster_name, publish_admin_ui=publish,
         backup=_parse_backup(raw["backup"]) if raw.get("backup") is not None else None,
     )
@@ -629,6 +676,61 @@ _S3_VALUE = re.compile(r"^[A-Za-z0-9._/:-]+$")
 _EMAIL = re.compile(r"^[^@\s;,$]+@[^@\s;,$]+$")  # no `$`: Grafana expands it in provisioned values
 _SMTP_USER = re.compile(r"^[A-Za-z0-9._@+-]{1,256}$")
 _DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
+_PLATFORM = re.compile(r"^linux/(amd64|arm64)$")
+
+
+def _parse_image_source(raw: Mapping[str, Any], section: str, default: str) -> ImageSource:
+    where = f"{section}.imageSource"
+    value = raw.get("imageSource", default)
+    if value in ("registry", "local"):
+        return ImageSource(kind=value)
+    if isinstance(value, Mapping) and set(value) == {"archives"}:
+        archives = value["archives"]
+        if (not isinstance(archives, Sequence) or isinstance(archives, str) or not archives
+                or not all(isinstance(a, str) and a.strip() for a in archives)):
+            raise ConfigError(f"{where}.archives: {archives!r} must be a list of files that `docker save` wrote")
+        paths = []
+        for i, archive in enumerate(archives):
+            path = os.path.abspath(os.path.expanduser(archive))
+            if not os.path.isfile(path) or not os.access(path, os.R_OK):
+                raise ConfigError(f"{where}.archives[{i}]: {archive!r} is not a readable file on this machine")
+            paths.append(path)
+        return ImageSource(kind="archives", archives=tuple(paths))
+    raise ConfigError(f"{where}: {value!r} is not allowed; use registry (the hosts pull the image), local (ship it "
+                      f"from this machine's Docker engine) or {{archives: [FILE, ...]}} (ship `docker save` archives)")
+
+
+def verify_images(config: StackConfig, cache: Path) -> StackConfig:
+    """Read every image archive the stack ships (once: `cache` remembers them) and check that it is
+    whole and holds the image its service names, one archive per architecture."""
+    def verified(section: str, source: ImageSource, reference: str) -> ImageSource:
+        if source.kind != "archives":
+            return source
+        images = []
+        for i, path in enumerate(source.archives):
+            where = f"{key(section)}.imageSource.archives[{i}]"
+            try:
+                image = cached_archive(path, cache)
+            except ArchiveError as e:
+                raise ConfigError(f"{where}: {e}") from None
+            if normalize_tag(reference) not in image.tags:
+                raise ConfigError(f"{where}: {path} holds {', '.join(image.tags) or 'an untagged image'}, not "
+                                  f"{reference}; save the image the stack runs (docker save {reference} | gzip > FILE)")
+            if any(other.architecture == image.architecture for other in images):
+                raise ConfigError(f"{where}: {path} is a second {image.architecture} image; give one archive per architecture")
+            images.append(image)
+        return replace(source, verified=tuple(images))
+
+    ingest = config.ingest
+    return replace(
+        config,
+        cratedb=replace(config.cratedb, image_source=verified(
+            "cratedb", config.cratedb.image_source, f"{config.cratedb.image}:{config.cratedb.version}")),
+        grafana=replace(config.grafana, image_source=verified(
+            "grafana", config.grafana.image_source, f"{config.grafana.image}:{config.grafana.version}")),
+        ingest=ingest if ingest.image is None else replace(
+            ingest, image_source=verified("ingest", ingest.image_source, ingest.image)),
+    )
 
 
 def _digest(raw: Mapping[str, Any], where: str) -> str | None:

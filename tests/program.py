@@ -123,3 +123,14 @@ def plain(value):
     if isinstance(value, list):
         return [plain(v) for v in value]
     return value
+
+
+def command_data(inputs: dict) -> str:
+    """A remote command's own data: its stdin after the two scripts the loader reads first
+    (components/remote.py)."""
+    stdin = plain(inputs["stdin"])
+    for _ in range(2):
+        count, _, stdin = stdin.partition("\n")
+        for _ in range(int(count)):
+            _, _, stdin = stdin.partition("\n")
+    return stdin

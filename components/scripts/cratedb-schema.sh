@@ -16,9 +16,33 @@ fail() { echo "cratedb-schema ${HOST_NAME}: error: $*" >&2; exit 1; }
 docker() { timeout "${DOCKER_TIMEOUT:-120}" docker "$@"; }
 
 container=""
-sql() { # request body on stdin; prints "<http status> <response>"
-  docker exec -i "$container" curl -s -m 60 -w '\n%{http_code}' -H 'Content-Type: application/json' \
-    --data-binary @- "http://127.0.0.1:4200/_sql" | { body=$(cat); echo "${body##*$'\n'} ${body%$'\n'*}"; }
+deadline=0
+find_container() { # the CrateDB task running on this host, waiting for one until the deadline
+  until container=$(docker ps -q --filter "label=com.docker.swarm.service.name=${SERVICE}" | head -n 1) && [ -n "$container" ]; do
+    [ "$SECONDS" -lt "$deadline" ] || fail "no running ${SERVICE} task on this host after ${DEADLINE} s"
+    sleep 2
+  done
+}
+
+sql() { # request body on stdin; prints "<http status> <response>". A task that stops meanwhile (a
+  # rolling update replaces it) is found again, and a node that does not answer is asked again,
+  # until the deadline: every step is safe to repeat.
+  local request answer
+  request=$(cat)
+  while true; do
+    [ -n "$container" ] || find_container
+    if answer=$(docker exec -i "$container" curl -s -m 60 -w '\n%{http_code}' -H 'Content-Type: application/json' \
+        --data-binary @- "http://127.0.0.1:4200/_sql" <<<"$request") && [ "${answer##*$'\n'}" != 000 ]; then
+      echo "${answer##*$'\n'} ${answer%$'\n'*}"
+      return
+    fi
+    if [ "$(docker inspect -f '{{.State.Running}}' "$container" 2>/dev/null)" != true ]; then
+      say "the CrateDB task ${container:0:12} stopped (a rolling update?); asking the one that replaces it" >&2
+      container=""
+    fi
+    [ "$SECONDS" -lt "$deadline" ] || fail "CrateDB on this host did not answer within ${DEADLINE} s"
+    sleep 2
+  done
 }
 
 inventory() { # one line per table, user, privilege and repository of the stack
@@ -35,13 +59,11 @@ inventory() { # one line per table, user, privilege and repository of the stack
 }
 
 main() {
-  local steps deadline=$((SECONDS + DEADLINE)) answer nodes
+  local steps answer nodes
+  deadline=$((SECONDS + DEADLINE))
   steps=$(cat)
   # Wait for the local CrateDB task, then for a cluster of every node.
-  until container=$(docker ps -q --filter "label=com.docker.swarm.service.name=${SERVICE}" | head -n 1) && [ -n "$container" ]; do
-    [ "$SECONDS" -lt "$deadline" ] || fail "no running ${SERVICE} task on this host after ${DEADLINE} s"
-    sleep 2
-  done
+  find_container
   until answer=$(echo '{"stmt": "SELECT count(*) FROM sys.nodes"}' | sql) && [[ "$answer" == "200 "* ]] &&
     nodes=$(sed -n 's/.*"rows":\[\[\([0-9]*\)\]\].*/\1/p' <<<"$answer") && [ "${nodes:-0}" -ge "$EXPECTED_NODES" ]; do
     [ "$SECONDS" -lt "$deadline" ] || fail "the cluster did not reach ${EXPECTED_NODES} nodes within ${DEADLINE} s (last answer: ${answer:0:200})"

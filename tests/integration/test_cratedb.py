@@ -29,15 +29,17 @@ def test_readings_table_is_partitioned_with_replicas(stack):
     assert replicas == expected
 
 
-@pytest.mark.parametrize("user, stmt", [
-    ("grafana", "INSERT INTO doc.readings (ts, agent, sensor) VALUES (now(), 'it-test', 'denied')"),
-    ("ingest", "DROP TABLE doc.readings"),
-    ("ingest", "SELECT count(*) FROM sys.nodes"),
+@pytest.mark.parametrize("user, stmt, status, code", [
+    ("grafana", "INSERT INTO doc.readings (ts, agent, sensor) VALUES (now(), 'it-test', 'denied')", 401, 4011),
+    ("ingest", "DROP TABLE doc.readings", 401, 4011),
+    # A user without any privilege on a schema does not see it: CrateDB 6.4.3 answers 404 with
+    # 4045 "Schema 'sys' unknown" (seen on a three-node cluster, not 401 as for a missing privilege).
+    ("ingest", "SELECT count(*) FROM sys.nodes", 404, 4045),
 ])
-def test_least_privilege(stack, user, stmt):
-    status, body = stack.sql(stmt, user=user)
-    # A missing privilege: HTTP 401 with CrateDB error code 4011 (REFERENCE.md, A: authentication).
-    assert status == 401 and body.get("error", {}).get("code") == 4011, body
+def test_least_privilege(stack, user, stmt, status, code):
+    answer, body = stack.sql(stmt, user=user)
+    # A missing privilege: HTTP 401 with CrateDB error code 4011 (CrateDB's HttpErrorStatus.java).
+    assert answer == status and body.get("error", {}).get("code") == code, body
 
 
 def test_grafana_user_reads(stack):

@@ -2,13 +2,16 @@
 Swarm configs, secrets and services, created with the `docker` CLI on the swarm manager over SSH.
 
 Only the inputs this project uses are translated; anything else fails loudly, so a new input in a
-component cannot be silently ignored in the lab. An update replaces the object (rm, then create):
-unlike the real provider it does not roll tasks one by one.
+component cannot be silently ignored in the lab. An update replaces a service (rm, then create):
+unlike the real provider it does not roll tasks one by one. Configs and secrets without a `name`
+get one as the provider makes it (the resource's name and a suffix; here a digest of the content
+instead of random characters), and a changed one is made anew before the old one goes.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import shlex
 
 from tests.program import Declared, plain
@@ -29,7 +32,17 @@ def octal(mode) -> str:
 
 
 def name_of(resource: Declared) -> str:
-    return plain(resource.inputs).get("name") or resource.name
+    inputs = plain(resource.inputs)
+    if inputs.get("name"):
+        return inputs["name"]
+    if KINDS[resource.typ] in ("config", "secret"):
+        return f"{resource.name}-{hashlib.sha256(inputs['data'].encode()).hexdigest()[:7]}"
+    return resource.name
+
+
+def replaced_create_first(resource: Declared) -> bool:
+    """Provider-named configs and secrets: the new one is made before the old one is removed."""
+    return KINDS[resource.typ] in ("config", "secret") and not plain(resource.inputs).get("name")
 
 
 def create_command(resource: Declared) -> tuple[str, bytes | None]:

@@ -16,6 +16,7 @@ image cannot be pulled here), and everything that depends on them, are recorded 
 from __future__ import annotations
 
 import secrets
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from tests.lab.harness import LabError, LabHost
 from tests.program import Declared, RecordingMocks, plain, run_program
 
 COMMAND = "command:remote:Command"
+LOCAL_COMMAND = "command:local:Command"  # on this machine, as pulumi-command runs it (image shipping)
 
 
 @dataclass
@@ -52,7 +54,10 @@ class SshEngine(RecordingMocks):
         self.declared = {}
         self.options = {}
         self.rerun_all = rerun_all
+        self.replaced: list[Declared] = []  # configs and secrets whose successors exist: removed last
         outputs = run_program(self, config, stack="lab")
+        for old in self.replaced:
+            self._manager(old).ssh(docker_cli.delete_command(old), timeout=120)
         gone = [name for name in self.state if name not in self.declared]
         for name in reversed(gone):  # creation order respects dependencies; delete in reverse
             self._delete(self.state.pop(name))
@@ -72,7 +77,7 @@ class SshEngine(RecordingMocks):
         if resource.typ == "random:index/randomPassword:RandomPassword":
             before = self.state.get(resource.name)
             return before.outputs if before else {**resource.inputs, "result": secrets.token_hex(16)}
-        if resource.typ != COMMAND and resource.typ not in docker_cli.KINDS:
+        if resource.typ not in (COMMAND, LOCAL_COMMAND) and resource.typ not in docker_cli.KINDS:
             return dict(resource.inputs)
         blocked = [d for d in resource.depends_on if d in self.skipped]
         if resource.name in self.not_run or blocked:
@@ -87,6 +92,8 @@ class SshEngine(RecordingMocks):
             return before.outputs
         step = "create" if before is None else "update"
         command = resource.inputs.get(step) or resource.inputs["create"]
+        if resource.typ == LOCAL_COMMAND:
+            return {**resource.inputs, "stdout": self._run_here(resource, step, plain(command)), "stderr": ""}
         stdout = self._run(resource, step, command, resource.inputs.get("stdin"))
         return {**resource.inputs, "stdout": stdout, "stderr": ""}
 
@@ -94,7 +101,8 @@ class SshEngine(RecordingMocks):
         if resource.outputs.get("skipped"):
             return
         if resource.typ == COMMAND and resource.inputs.get("delete"):
-            self._run(resource, "delete", resource.inputs["delete"], None)
+            # As pulumi-command: the delete step gets the stdin stored with the resource.
+            self._run(resource, "delete", resource.inputs["delete"], resource.inputs.get("stdin"))
         elif resource.typ in docker_cli.KINDS:
             self._manager(resource).ssh(docker_cli.delete_command(resource), timeout=120)
 
@@ -111,7 +119,11 @@ class SshEngine(RecordingMocks):
             return before.outputs
         manager = self._manager(resource)
         if before is not None and not before.outputs.get("skipped"):
-            manager.ssh(docker_cli.delete_command(before), timeout=120)  # replace: the lab does not roll
+            if docker_cli.replaced_create_first(resource):
+                with self._lock:
+                    self.replaced.append(before)
+            else:
+                manager.ssh(docker_cli.delete_command(before), timeout=120)  # replace: the lab does not roll
         command, stdin = docker_cli.create_command(resource)
         started = time.monotonic()
         result = manager.ssh(command, input=stdin, check=False, timeout=300)
@@ -121,6 +133,17 @@ class SshEngine(RecordingMocks):
         with self._lock:
             self.log.append(Ran(resource.name, "docker", resource.physical_id, time.monotonic() - started))
         return {**resource.inputs, "name": docker_cli.name_of(resource)}
+
+    def _run_here(self, resource: Declared, step: str, command: str) -> str:
+        interpreter = plain(resource.inputs).get("interpreter") or ["/bin/sh", "-c"]
+        started = time.monotonic()
+        result = subprocess.run([*interpreter, command], cwd=plain(resource.inputs).get("dir"), capture_output=True,
+                                text=True, timeout=1800)
+        if result.returncode != 0:
+            raise LabError(f"{resource.name} {step} failed here ({result.returncode}): {result.stderr[-1500:]}")
+        with self._lock:
+            self.log.append(Ran(resource.name, step, result.stdout, time.monotonic() - started))
+        return result.stdout.rstrip("\n")
 
     def _run(self, resource: Declared, step: str, command: str, stdin: str | None) -> str:
         connection = plain(resource.inputs["connection"])

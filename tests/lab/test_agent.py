@@ -9,6 +9,7 @@ import time
 import pytest
 
 from components.agents import INSTALL, REMOVE, bundle
+from components.remote import Step, standalone
 from ingest import tokens
 from stack.config import AgentSpec
 from tests.recording_receiver import RecordingReceiver
@@ -41,10 +42,10 @@ def test_agent_installs_delivers_buffers_an_outage_and_is_removed(lab, receiver)
     agent = AgentSpec(name="lab-agent", address=host.address, ssh_user="root", sensors=({"type": "random", "seed": 1},),
                       interval_ms=100)
     stdin = bundle(agent, [receiver.lab_url], tokens.issue(SECRET, agent.name), None)
-    install = INSTALL.command({"AGENT_NAME": agent.name}, sudo=False)
-    report = host.sh(install, input=stdin.encode())
+    install, install_stdin = standalone(Step(INSTALL), {"AGENT_NAME": agent.name}, stdin)
+    report = host.sh(install, input=install_stdin.encode())
     assert report.startswith("agent-install lab-agent: changed: ") and "started (no systemd" in report
-    assert host.sh(install, input=stdin.encode()) == "agent-install lab-agent: unchanged"  # idempotent
+    assert host.sh(install, input=install_stdin.encode()) == "agent-install lab-agent: unchanged"  # idempotent
     assert host.sh("stat -c '%U %a' /etc/mds-agent/token /var/lib/mds-agent") == "mds-agent 400\nmds-agent 750"
     agent_users = "ps -eo user:32=,comm= | awk '$2 ~ /^python/ {print $1}' | sort -u"
     wait_until(lambda: host.sh(agent_users) == "mds-agent", 20, "the agent running as mds-agent, not root")
@@ -71,7 +72,8 @@ def test_agent_installs_delivers_buffers_an_outage_and_is_removed(lab, receiver)
     assert receiver.repeats == 0
     print(f"\nagent outage: {buffered} readings buffered, drained in {drained:.1f} s; {len(readings)} delivered")
 
-    report = host.sh(REMOVE.command({"AGENT_NAME": agent.name}, sudo=False))
+    remove, remove_stdin = standalone(Step(REMOVE), {"AGENT_NAME": agent.name})
+    report = host.sh(remove, input=remove_stdin.encode())
     assert report == "agent-remove lab-agent: removed"
     assert host.sh("ls /opt/mds-agent /etc/mds-agent /var/lib/mds-agent 2>&1 | grep -c 'No such file'") == "3"
     assert host.ssh("pgrep -u mds-agent python3", check=False).returncode != 0

@@ -91,11 +91,11 @@ def test_only_what_needs_a_real_cratedb_or_grafana_was_skipped(engine, deployed)
 
 
 def test_grafana_provisioning_files_and_secret_are_in_the_swarm(lab, deployed):
-    """Swarm accepted every provisioning file as a config named by its content, and the admin secret."""
+    """Swarm accepted every provisioning file as a config (named by the provider), and the admin secret."""
     manager = lab.hosts[0]
     configs = set(manager.sh("docker config ls --format '{{.Name}}'").split())
     for role in ("datasource", "dashboard-provider", "alerting", "dashboard-sensors", "dashboard-cluster", "dashboard-ingest"):
-        assert any(re.fullmatch(rf"grafana-{role}-[0-9a-f]{{10}}", c) for c in configs), (role, configs)
+        assert any(re.fullmatch(rf"grafana-{role}-[0-9a-f]{{7}}", c) for c in configs), (role, configs)
     alerting = next(c for c in configs if c.startswith("grafana-alerting-"))
     document = yaml.safe_load(manager.sh(f"docker config inspect --format '{{{{json .Spec.Data}}}}' {alerting}"
                                          " | tr -d '\"' | base64 -d"))
@@ -161,6 +161,7 @@ def test_a_non_root_ssh_user_reaches_docker_as_the_docker_provider_does(lab, dep
     """pulumi-docker's ssh:// transport runs `docker system dial-stdio` on the manager as the stack's
     SSH user, without sudo: provisioning puts a non-root user into the docker group."""
     from components.hosts import PROVISION, provision_env
+    from components.remote import Step, standalone
     from stack import parse
     host, user = lab.hosts[1], "mds-operator"
     host.sh(f"id {user} >/dev/null 2>&1 || useradd -m -s /bin/bash {user}; "
@@ -171,11 +172,11 @@ def test_a_non_root_ssh_user_reaches_docker_as_the_docker_provider_does(lab, dep
     before = host.ssh("docker system dial-stdio", user=user, input=ping, check=False, timeout=30)
     assert b"200 OK" not in before.stdout, "the user reached the engine before provisioning"
     spec = parse({"hosts": [{"name": host.name, "address": host.address, "sshUser": user}]}, ssh_private_key=None).hosts[0]
-    command = PROVISION.command(provision_env(spec, "/srv/mds"), sudo=True)  # as hosts.py runs it for this user
-    assert "added mds-operator to the docker group" in host.sh(command, user=user)
+    command, stdin = standalone(Step(PROVISION, sudo=True), provision_env(spec, "/srv/mds"))  # as hosts.py runs it
+    assert "added mds-operator to the docker group" in host.sh(command, user=user, input=stdin)
     after = host.ssh("docker system dial-stdio", user=user, input=ping, timeout=30)
     assert b"200 OK" in after.stdout and after.stdout.endswith(b"OK"), after.stdout[-200:]
-    assert host.sh(command, user=user) == f"provision-host {host.name}: unchanged"
+    assert host.sh(command, user=user, input=stdin) == f"provision-host {host.name}: unchanged"
 
 
 # -- the ingest service, deployed from the program's own declarations ---------------------------

@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from tests.program import Declared, RecordingMocks, is_secret, plain, run_program  # noqa: F401
+from tests.program import Declared, RecordingMocks, command_data, is_secret, plain, run_program  # noqa: F401
 
 SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nunit-test-key\n-----END OPENSSH PRIVATE KEY-----\n"
 
@@ -28,6 +28,11 @@ class UnitMocks(RecordingMocks):
                 data = ""
             outputs["stdout"] = f"{resource.name}: unchanged\n{data}".strip()
             outputs["stderr"] = ""
+        if resource.typ == "command:local:Command":  # an image built here prints its id last
+            outputs["stdout"] = local_id(resource.name) if "-build-" in resource.name else f"{resource.name}: shipped"
+            outputs["stderr"] = ""
+        if resource.typ == "docker:index/remoteImage:RemoteImage":
+            outputs["imageId"] = local_id(resource.inputs["name"])
         return outputs
 
 
@@ -40,6 +45,31 @@ def state_dir(tmp_path, monkeypatch):
     """Where the program writes the Docker provider's key and known_hosts files."""
     monkeypatch.setenv("MDS_STATE_DIR", str(tmp_path / "state"))
     return tmp_path / "state"
+
+
+LOCAL_IMAGES = {"crate:6.4.3", "grafana/grafana:13.0.1"}
+
+
+def local_id(reference: str) -> str:
+    import hashlib
+    return "sha256:" + hashlib.sha256(reference.encode()).hexdigest()
+
+
+@pytest.fixture(autouse=True)
+def local_engine(monkeypatch):
+    """This machine's Docker engine as components/images.py asks it for the id of an image it
+    ships (`imageSource: local`): it holds LOCAL_IMAGES, each with the id local_id(reference)."""
+    from components import images
+    from stack.config import ConfigError
+    held = set(LOCAL_IMAGES)
+
+    def image_id(reference: str, where: str) -> str:
+        if reference not in held:
+            raise ConfigError(f"{where}: local, but this machine's Docker engine has no image {reference}")
+        return local_id(reference)
+
+    monkeypatch.setattr(images, "local_image_id", image_id)
+    return held
 
 
 @pytest.fixture

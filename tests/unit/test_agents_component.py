@@ -14,7 +14,7 @@ import pytest
 from ingest import tokens
 from pi.config import parse as parse_agent_config
 from stack import ConfigError, parse
-from tests.unit.conftest import hosts, is_secret, plain
+from tests.unit.conftest import command_data, hosts, is_secret, plain
 from tests.unit.test_hosts import script_and_env
 
 AGENTS = [{"name": "pi-hall-1", "address": "192.0.2.101", "sensors": [{"type": "bmp180", "address": "0x77"}]},
@@ -24,7 +24,7 @@ AGENTS = [{"name": "pi-hall-1", "address": "192.0.2.101", "sensors": [{"type": "
 def bundle_of(declared, name: str) -> dict[str, bytes]:
     stdin = declared[name].inputs["stdin"]
     assert is_secret(stdin)  # it carries the device token
-    tar = tarfile.open(fileobj=io.BytesIO(gzip.decompress(base64.b64decode(plain(stdin)))))
+    tar = tarfile.open(fileobj=io.BytesIO(gzip.decompress(base64.b64decode(command_data(declared[name].inputs)))))
     return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
 
 
@@ -53,7 +53,7 @@ def test_each_agent_gets_the_package_its_config_token_and_the_stack_ca(deploy, t
 def test_install_update_and_remove_commands(deploy):
     declared, _ = deploy({"hosts": hosts(3), "agents": AGENTS})
     one, two = declared["agents-pi-hall-1"].inputs, declared["agents-pi-hall-2"].inputs
-    script, env, _ = script_and_env(one["create"])
+    script, env, _ = script_and_env(one)
     assert "agent-install.sh" in one["create"] and env == {"AGENT_NAME": "pi-hall-1"}
     assert one["create"].startswith("sudo -n ") and not two["create"].startswith("sudo")  # user pi needs sudo
     assert one["update"] == one["create"] and "agent-remove.sh" in one["delete"]

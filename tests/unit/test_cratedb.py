@@ -11,7 +11,7 @@ from cratedb_sqlparse import sqlparse
 from components.cratedb import cluster_settings, render_crate_yml, schema_requests
 from stack import ConfigError, parse
 from stack.config import CrateDbSettings, check_password
-from tests.unit.conftest import hosts, is_secret, plain
+from tests.unit.conftest import command_data, hosts, is_secret, plain
 from tests.unit.test_hosts import script_and_env
 
 # Settings CrateDB documents for 6.4 (docs/config/node.rst, cluster.rst, auth/hba.rst; REFERENCE.md A).
@@ -91,10 +91,9 @@ def test_configs_are_mounted_and_named_by_content(deploy):
     assert set(configs) == {"/crate/config/crate.yml", "/mds/start-crate.sh", "/mds/retention.sh"}
     crate_yml = declared["cratedb-crate-yml"]
     assert base64.b64decode(crate_yml.inputs["data"]).decode() == render_crate_yml(specs(3))
-    assert crate_yml.inputs["name"].startswith("cratedb-crate-yml-")
-    # A changed host list changes the content and so the name (Swarm configs are immutable).
+    # A changed host list changes the content, which replaces the config (Swarm configs are immutable).
     declared5, _ = deploy({"hosts": hosts(5)})
-    assert declared5["cratedb-crate-yml"].inputs["name"] != crate_yml.inputs["name"]
+    assert declared5["cratedb-crate-yml"].inputs["data"] != crate_yml.inputs["data"]
 
 
 def test_admin_ui_published_in_host_mode_only_when_asked(deploy):
@@ -125,17 +124,17 @@ def test_passwords_are_generated_secret_and_never_in_configs_env_or_commands(dep
 def test_given_passwords_are_used(deploy):
     declared, _ = deploy({"hosts": hosts(3), "ingestPassword": "ingest-pass-0123456789"})
     assert "cratedb-password-ingest" not in declared
-    stdin = plain(declared["cratedb-schema"].inputs["stdin"])
+    stdin = command_data(declared["cratedb-schema"].inputs)
     assert "CREATE USER ingest WITH (password = 'ingest-pass-0123456789')" in stdin
 
 
 def test_schema_runs_every_statement_through_cratedbs_grammar(deploy):
     declared, _ = deploy({"hosts": hosts(3), "cratedb": {"backup": {"type": "fs", "location": "/mnt/backups"}}})
     schema = declared["cratedb-schema"]
-    script, env, _ = script_and_env(schema.inputs["create"])
+    script, env, _ = script_and_env(schema.inputs)
     assert env == {"HOST_NAME": "node1", "SERVICE": "cratedb", "EXPECTED_NODES": "3", "DEADLINE": "600"}
     assert "cratedb-service" in schema.depends_on
-    steps = [line.split("\t") for line in plain(schema.inputs["stdin"]).splitlines()]
+    steps = [line.split("\t") for line in command_data(schema.inputs).splitlines()]
     assert [s[0] for s in steps[:5]] == ["table doc.readings", "replicas doc.readings", "user admin", "user ingest", "user grafana"]
     assert any(s[0].startswith("repository") and s[3] for s in steps)
     for label, body, on_conflict, finished in steps:
@@ -172,7 +171,7 @@ def test_fs_backups_mount_the_shared_directory_and_schedule_snapshots(deploy):
     assert {c["fileName"] for c in container["configs"]} >= {"/mds/snapshot.sh"}
     assert (container["env"]["BACKUP_EVERY_HOURS"], container["env"]["BACKUP_KEEP"]) == ("6", "28")
     assert yaml.safe_load(base64.b64decode(declared["cratedb-crate-yml"].inputs["data"]))["path.repo"] == ["/snapshots"]
-    step = [line.split("\t") for line in plain(declared["cratedb-schema"].inputs["stdin"]).splitlines()][-1]
+    step = [line.split("\t") for line in command_data(declared["cratedb-schema"].inputs).splitlines()][-1]
     assert json.loads(step[1])["stmt"] == "CREATE REPOSITORY mds_backups TYPE fs WITH (location = '/snapshots/mds', compress = true)"
     # An existing repository is altered (never dropped: refused while a snapshot runs), and only when it differs.
     assert [r["stmt"] for r in json.loads(step[2])] == ["ALTER REPOSITORY mds_backups SET (location = '/snapshots/mds', compress = true)"]
@@ -185,7 +184,7 @@ def test_s3_backups_take_keys_from_secrets(deploy):
                           "cratedb": {"backup": {"type": "s3", "bucket": "plant-backups", "endpoint": "minio.local:9000"}}})
     container = service_of(declared).inputs["taskSpec"]["containerSpec"]
     assert not any(m["target"] == "/snapshots" for m in container["mounts"])
-    stdin = plain(declared["cratedb-schema"].inputs["stdin"])
+    stdin = command_data(declared["cratedb-schema"].inputs)
     assert ("CREATE REPOSITORY mds_backups TYPE s3 WITH (bucket = 'plant-backups', endpoint = 'minio.local:9000', "
             "access_key = 'AKIAEXAMPLE', secret_key = 's3cr3t/Key+Example')") in stdin
     # sys.repositories masks the keys: no query can tell that they changed, so the ALTER always runs.

@@ -117,3 +117,38 @@ def test_waits_for_every_node_then_gives_up_with_a_reason(schema_command, tmp_pa
     assert result.returncode != 0
     assert "did not reach 3 nodes within 4 s" in result.stderr
     assert crate.state.users == {}  # nothing applied to a cluster that is not whole
+
+
+# The first task stops after three requests (a rolling update replaced it): `docker exec` on it
+# fails as Docker does, `docker inspect` says it is not running, and `docker ps` finds the new one.
+ROLLING_DOCKER = """#!/usr/bin/env bash
+count_file="$STATE_DIR/execs"
+case "$1" in
+  ps) if [ -f "$STATE_DIR/stopped" ]; then echo new-task; else echo old-task; fi ;;
+  inspect) if [ "${@: -1}" = old-task ] && [ -f "$STATE_DIR/stopped" ]; then echo false; else echo true; fi ;;
+  exec)
+    if [ "$3" = old-task ]; then
+      n=$(( $(cat "$count_file" 2>/dev/null || echo 0) + 1 )); echo "$n" > "$count_file"
+      if [ "$n" -gt 3 ]; then touch "$STATE_DIR/stopped"; echo "Error response from daemon: Container old-task is not running" >&2; exit 1; fi
+    fi
+    shift 3; args=("$@"); exec "${args[@]/http:\\/\\/127.0.0.1:4200/$CRATE_URL}" ;;
+  *) echo "fake docker: $*" >&2; exit 1 ;;
+esac
+"""
+
+
+def test_a_task_that_stops_during_the_run_is_replaced_by_the_new_one(schema_command, tmp_path):
+    """A rolling update running at the same time stops the task the script picked: it asks the new
+    task and finishes within its deadline (it failed with "Container … is not running")."""
+    command, stdin = schema_command
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(ROLLING_DOCKER)
+    (bin_dir / "docker").chmod(stat.S_IRWXU)
+    with CrateDouble(CrateState(nodes=3)) as crate:
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CRATE_URL": crate.url, "STATE_DIR": str(tmp_path)}
+        result = subprocess.run(["sh", "-c", command], input=stdin, capture_output=True, text=True, env=env, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "stopped").exists()  # the old task did stop midway
+        assert "the CrateDB task old-task stopped" in result.stderr
+        assert set(crate.state.users) == {"admin", "ingest", "grafana"} and "doc.readings" in crate.state.replicas

@@ -9,7 +9,7 @@ import pytest
 
 from components.ingest import build_context, image_tag
 from stack import ConfigError, parse
-from tests.unit.conftest import hosts, is_secret, plain
+from tests.unit.conftest import command_data, hosts, is_secret, plain
 from tests.unit.test_hosts import script_and_env
 
 
@@ -50,9 +50,9 @@ def test_image_is_built_on_every_ingest_host_from_the_repository(deploy):
     tag = image_tag("debian:bookworm-slim", tar)
     assert service(declared)["taskSpec"]["containerSpec"]["image"] == tag
     build = builds["ingest-image-node2"]
-    _, env, _ = script_and_env(build.inputs["create"])
+    _, env, _ = script_and_env(build.inputs)
     assert env == {"HOST_NAME": "node2", "IMAGE": tag, "BASE_IMAGE": "debian:bookworm-slim"}
-    context = tarfile.open(fileobj=io.BytesIO(gzip.decompress(base64.b64decode(build.inputs["stdin"]))))
+    context = tarfile.open(fileobj=io.BytesIO(gzip.decompress(base64.b64decode(command_data(build.inputs)))))
     names = set(context.getnames())
     assert {"Dockerfile", "app.py", "requirements.txt", "openapi.json", "extra-ca.crt"} <= names
     assert "triggers" not in build.inputs  # a new tag changes the command: an update, not a replacement

@@ -3,19 +3,19 @@
 import json
 
 from components.remote import SCRIPTS_DIR
-from tests.unit.conftest import hosts, is_secret, plain
+from tests.unit.conftest import command_data, hosts, is_secret, plain
 from tests.unit.test_hosts import script_and_env
 
 
-def script_name(command: str) -> str:
-    script, _, _ = script_and_env(command)
+def script_name(inputs: dict, step: str = "create") -> str:
+    script, _, _ = script_and_env(inputs, step)
     matches = [p.name for p in SCRIPTS_DIR.glob("*.sh") if p.read_text() == script]
     assert len(matches) == 1
     return matches[0]
 
 
-def env_of(command: str) -> dict:
-    return script_and_env(command)[1]
+def env_of(inputs: dict, step: str = "create") -> dict:
+    return script_and_env(inputs, step)[1]
 
 
 def commands(declared):
@@ -37,9 +37,9 @@ def test_init_on_the_first_manager_keeps_tokens_secret(deploy):
     declared, _ = deploy({"hosts": hosts(3)})
     init = declared["swarm-init"]
     assert plain(init.inputs["connection"])["host"] == "192.0.2.11"
-    assert script_name(init.inputs["create"]) == "swarm-init.sh"
-    assert env_of(init.inputs["create"]) == {"HOST_NAME": "node1", "ADVERTISE_ADDR": "192.0.2.11", "SWARM_PORT": "2377"}
-    assert script_name(init.inputs["delete"]) == "swarm-leave.sh"
+    assert script_name(init.inputs) == "swarm-init.sh"
+    assert env_of(init.inputs) == {"HOST_NAME": "node1", "ADVERTISE_ADDR": "192.0.2.11", "SWARM_PORT": "2377"}
+    assert script_name(init.inputs, "delete") == "swarm-leave.sh"
     assert "stdout" in init.secret_outputs and init.inputs["logging"] == "none"
     assert init.depends_on == ("host-node1-provision",)
     assert init.delete_before_replace
@@ -50,13 +50,13 @@ def test_join_reads_the_role_token_from_stdin_never_the_command(deploy):
     for name, token in (("node2", "SWMTKN-manager"), ("node4", "SWMTKN-worker")):
         join = declared[f"swarm-join-{name}"]
         assert plain(join.inputs["connection"])["host"] == f"192.0.2.{10 + int(name[-1])}"
-        assert is_secret(join.inputs["stdin"]) and plain(join.inputs["stdin"]) == token + "\n"
+        assert is_secret(join.inputs["stdin"]) and command_data(join.inputs) == token + "\n"
         assert "SWMTKN" not in join.inputs["create"] and "SWMTKN" not in join.inputs["delete"]
-        assert script_name(join.inputs["create"]) == "swarm-join.sh"
-        assert env_of(join.inputs["create"])["MANAGER_ADDR"] == "192.0.2.11"
-        assert env_of(join.inputs["create"])["CLUSTER_ID"] == "cluster-1"  # a member of another swarm is refused
-        assert env_of(join.inputs["create"])["ADVERTISE_ADDR"] == f"192.0.2.{10 + int(name[-1])}"
-        assert script_name(join.inputs["delete"]) == "swarm-leave.sh"
+        assert script_name(join.inputs) == "swarm-join.sh"
+        assert env_of(join.inputs)["MANAGER_ADDR"] == "192.0.2.11"
+        assert env_of(join.inputs)["CLUSTER_ID"] == "cluster-1"  # a member of another swarm is refused
+        assert env_of(join.inputs)["ADVERTISE_ADDR"] == f"192.0.2.{10 + int(name[-1])}"
+        assert script_name(join.inputs, "delete") == "swarm-leave.sh"
         assert join.inputs["update"] == join.inputs["create"]
         assert join.delete_before_replace
 
@@ -65,8 +65,8 @@ def test_private_address_is_what_swarm_advertises(deploy):
     declared, _ = deploy({"hosts": [
         {"name": f"n{i}", "address": f"n{i}.example", "privateAddress": f"10.9.0.{i}"} for i in range(1, 4)
     ]})
-    assert env_of(declared["swarm-init"].inputs["create"])["ADVERTISE_ADDR"] == "10.9.0.1"
-    assert env_of(declared["swarm-join-n2"].inputs["create"])["MANAGER_ADDR"] == "10.9.0.1"
+    assert env_of(declared["swarm-init"].inputs)["ADVERTISE_ADDR"] == "10.9.0.1"
+    assert env_of(declared["swarm-join-n2"].inputs)["MANAGER_ADDR"] == "10.9.0.1"
     assert plain(declared["swarm-join-n2"].inputs["connection"])["host"] == "n2.example"
 
 
@@ -79,10 +79,10 @@ def test_leave_order_follows_from_dependencies(deploy):
         assert f"host-{name}-provision" in declared[f"swarm-join-{name}"].depends_on
         assert "swarm-init" in declared[f"swarm-forget-{name}"].depends_on
         node = declared[f"swarm-node-{name}"]
-        assert script_name(node.inputs["delete"]) == "swarm-node-retire.sh"
+        assert script_name(node.inputs, "delete") == "swarm-node-retire.sh"
         forget = declared[f"swarm-forget-{name}"]
-        assert env_of(forget.inputs["create"])["WAIT_FOR_DOWN"] == "0"
-        assert env_of(forget.inputs["delete"])["WAIT_FOR_DOWN"] == "1"
+        assert env_of(forget.inputs)["WAIT_FOR_DOWN"] == "0"
+        assert env_of(forget.inputs, "delete")["WAIT_FOR_DOWN"] == "1"
         assert plain(forget.inputs["connection"])["host"] == "192.0.2.11"
     # The first manager is never drained or demoted: the swarm dissolves with it.
     assert "delete" not in declared["swarm-node-node1"].inputs
@@ -93,25 +93,25 @@ def test_node_roles_and_labels_come_from_config(deploy):
         {"name": "a", "address": "10.0.0.1", "role": "manager", "labels": {"site.hall": "north"}},
         {"name": "b", "address": "10.0.0.2", "role": "worker", "services": ["ingest"]},
     ]})
-    a = env_of(declared["swarm-node-a"].inputs["create"])
-    b = env_of(declared["swarm-node-b"].inputs["create"])
+    a = env_of(declared["swarm-node-a"].inputs)
+    b = env_of(declared["swarm-node-b"].inputs)
     assert (a["NODE_ID"], a["ROLE"]) == ("node-init", "manager")
     assert a["LABELS"].splitlines() == ["mds.cratedb=true", "mds.grafana=true", "mds.ingest=true", "site.hall=north"]
     assert (b["NODE_ID"], b["ROLE"], b["LABELS"]) == ("node-b", "worker", "mds.ingest=true")
     assert plain(declared["swarm-node-b"].inputs["connection"])["host"] == "10.0.0.1"  # run on the manager
-    assert env_of(declared["swarm-node-b"].inputs["delete"]) == {"HOST_NAME": "b", "NODE_ID": "node-b", "DRAIN_DEADLINE": "660"}
+    assert env_of(declared["swarm-node-b"].inputs, "delete") == {"HOST_NAME": "b", "NODE_ID": "node-b", "DRAIN_DEADLINE": "660"}
 
 
 def test_an_edited_script_updates_its_commands_in_place_and_never_replaces_them(deploy):
     """pulumi-command 1.2.1 replaces a command whose `triggers` changed (replaceOnChanges in
     provider/pkg/provider/common/inputs.go): the old one's delete would drain, demote and remove
-    every host. A changed `create`/`update` text is an update, and the script text is in it."""
+    every host. A changed `create`/`update` text or stdin is an update, and the script is on stdin."""
     declared, _ = deploy({"hosts": hosts(3)})
     for name, resource in commands(declared).items():
         assert "triggers" not in resource.inputs, name
         assert resource.inputs["update"] == resource.inputs["create"], name
-        script, _, _ = script_and_env(resource.inputs["create"])
-        assert script == (SCRIPTS_DIR / script_name(resource.inputs["create"])).read_text(), name
+        script, _, _ = script_and_env(resource.inputs)
+        assert script == (SCRIPTS_DIR / script_name(resource.inputs)).read_text(), name
 
 
 def test_no_command_sends_its_previous_output_to_the_host(deploy):

@@ -1,0 +1,80 @@
+"""How a service's image reaches its hosts when they cannot, or should not, pull it.
+
+With `imageSource: local` or `{archives: [...]}`, `pulumi up` ships the image over SSH from this
+machine (components/ship_image.py): one `command:local:Command` per host, each after the one
+before, so an image travels to one host at a time (different images may travel at once). A host
+whose engine has the image by id gets nothing; a second `up` runs no command at all.
+
+The service then names the image by its id when every host gets the same image (one archive, or
+this machine's engine): a Swarm task whose image is an id is never pulled (moby
+daemon/cluster/executor/container/adapter.go, pullImage), and the provider reads the id back as
+written. With one archive per architecture, the ids differ, so the service names the tag: each
+task's engine then tries the registry first and, offline, logs that and uses the image it has.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pulumi
+import pulumi_command as command
+
+from components.docker_access import SshAccess, ssh_command
+from components.hosts import Host
+from stack.config import ConfigError, ImageSource, key, state_dir
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+
+
+def local_image_id(reference: str, where: str) -> str:
+    """The id of an image of this machine's Docker engine; a ConfigError naming `where` without it."""
+    try:
+        result = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", reference],
+                                capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ConfigError(f"{where}: local, but this machine's Docker engine does not answer ({e})") from None
+    if result.returncode != 0:
+        raise ConfigError(f"{where}: local, but this machine's Docker engine has no image {reference}; "
+                          f"pull or load it here first (docker pull {reference}, or docker load -i FILE)")
+    return result.stdout.strip()
+
+
+def ship_to_hosts(name: str, *, reference: str, archives: Sequence[str] = (), local: Sequence[str] = (),
+                  hosts: Sequence[Host], ssh: SshAccess, opts: pulumi.ResourceOptions, after: Sequence[pulumi.Resource] = ()) -> list[command.local.Command]:
+    """One ship command per host, chained; the service depends on all of them."""
+    shipped: list[command.local.Command] = []
+    for host in hosts:
+        def line(ssh: list[str], host_name: str = host.spec.name) -> str:
+            words = [sys.executable, "-m", "components.ship_image", "--host", host_name, "--ssh", json.dumps(ssh),
+                     "--reference", reference, "--cache", str(state_dir() / "archives.json")]
+            words += [w for path in archives for w in ("--archive", path)]
+            words += [w for ref in local for w in ("--local", ref)]
+            return shlex.join(words)
+
+        # The command names the key file, not the key: it need not be secret.
+        create = pulumi.Output.unsecret(ssh_command(host.spec, ssh.private_key, simulated=ssh.simulated)).apply(line)
+        shipped.append(command.local.Command(
+            f"{name}-{host.spec.name}",
+            create=create,
+            update=create,
+            dir=str(PROJECT_DIR),
+            logging=command.local.Logging.STDOUT_AND_STDERR,  # bytes per host, while they flow
+            opts=opts.merge(pulumi.ResourceOptions(depends_on=[host.provision, *after, *shipped[-1:]])),
+        ))
+    return shipped
+
+
+def service_image(section: str, source: ImageSource, reference: str,
+                  registry_reference: str) -> str:
+    """What the service names as its image (see the module docstring)."""
+    if source.kind == "registry":
+        return registry_reference
+    if source.kind == "local":
+        return local_image_id(reference, f"{key(section)}.imageSource")
+    ids = {image.image_id for image in source.verified}
+    return ids.pop() if len(ids) == 1 else reference
