@@ -27,7 +27,7 @@ import orjson
 from crate.client.http import Client
 
 from ingest.bench import SECRET, run_load, start_ingest
-from ingest.writer import insert_statement
+from ingest.rows import insert_statement
 
 READINGS_SQL = Path(__file__).resolve().parents[1] / "components" / "sql" / "readings.sql"
 

@@ -21,13 +21,12 @@ import orjson
 from aiohttp import web
 
 from ingest import line_protocol, tokens
-from ingest.app import METRICS, SETTINGS, WRITER, read_body
+from ingest.flow import MAX_CREDENTIAL, METRICS, SETTINGS, Refusal, accept
 from ingest.payload import BadInput, accepted_window
-from ingest.writer import QueueFull, RequestRefused, Unavailable
 
 VERSION = "2.7.0-mds"  # what /ping reports: the API level these endpoints follow
-V2_CODES = {400: "invalid", 401: "unauthorized", 413: "request too large", 415: "unsupported media type",
-            422: "unprocessable entity", 429: "too many requests", 503: "unavailable"}
+V2_CODES = {400: "invalid", 401: "unauthorized", 408: "request timeout", 413: "request too large",
+            415: "unsupported media type", 422: "unprocessable entity", 429: "too many requests", 503: "unavailable"}
 
 
 def _answer(v2: bool, status: int, message: str, retry_after: int | None = None) -> web.Response:
@@ -52,51 +51,46 @@ def _credential(request: web.Request) -> str | None:
 async def write(request: web.Request, *, v2: bool) -> web.Response:
     settings, metrics = request.app[SETTINGS], request.app[METRICS]
     credential = _credential(request)
-    device = tokens.verify(settings.token_secret, credential, settings.revoked_devices) if credential and len(credential) < 4096 else None
+    device = (tokens.verify(settings.token_secret, credential, settings.revoked_devices)
+              if credential and len(credential) <= MAX_CREDENTIAL else None)
     if device is None:
         return _answer(v2, 401, "unauthorized")
     precision = request.query.get("precision", "ns")
+    now_ms = int(time.time() * 1000)
+    window = accepted_window(now_ms, settings.max_past_s, settings.max_future_s, settings.retention_months)
+
+    def points(body: bytes) -> line_protocol.Points:
+        return line_protocol.parse_points(body, device, precision=precision, now_ms=now_ms, window=window,
+                                          limit=settings.max_batch_readings)
+
     try:
-        body = await read_body(request, settings.max_body_bytes)
-        now_ms = int(time.time() * 1000)
-        window = accepted_window(now_ms, settings.max_past_s, settings.max_future_s, settings.retention_months)
-        points = line_protocol.parse_points(body, device, precision=precision, now_ms=now_ms, window=window,
-                                            limit=settings.max_batch_readings)
+        parsed, written = await accept(request, device, points, lambda p: p.rows)
     except BadInput as e:
         metrics.rejected.labels(reason=str(e.status)).inc()
         return _answer(v2, 400 if e.status == 422 else e.status, e.message)
-    rows, refused = points.rows, points.rejected
-    if refused:
-        metrics.rejected.labels(reason="400").inc(len(refused))
-    if not rows:
-        return _answer(v2, 400, f"nothing was written: {_lines(refused)}")
-    try:
-        written = await request.app[WRITER].submit(rows)
-    except QueueFull:
-        metrics.rejected.labels(reason="429").inc(len(rows))
-        return _answer(v2, 429, "too many readings are waiting for the database; nothing was stored; retry later",
-                       settings.retry_after_s)
-    except Unavailable:
-        metrics.rejected.labels(reason="503").inc(len(rows))
-        return _answer(v2, 503, "the database did not confirm the write: it may not have been stored; retrying is "
-                                "safe", settings.retry_after_s)
-    except RequestRefused as e:
-        metrics.rejected.labels(reason="refused").inc(len(rows))
-        return _answer(v2, 400, f"the database refused this write ({e.message}); nothing of it was stored")
-    metrics.accepted.inc(written.stored)
+    except Refusal as e:
+        return _answer(v2, 400 if e.status == 422 else e.status, e.message, e.retry_after)
+    refused, refused_count = list(parsed.rejected), parsed.rejected_count
+    if refused_count:
+        metrics.rejected.labels(reason="400").inc(refused_count)
+    if not parsed.rows:
+        return _answer(v2, 400, f"nothing was written: {_lines(refused, refused_count)}")
     if written.failures:
-        metrics.rejected.labels(reason="row").inc(len(written.failures))
         first = written.failures[0]
-        refused = [*refused, f"{len(written.failures)} readings refused by the database (the first: {first.message})"]
+        lines = sorted({parsed.line_of(f.index) for f in written.failures})
+        refused.append(f"{len(written.failures)} readings refused by the database (line {lines[0]}"
+                       f"{f' and {len(lines) - 1} more lines' if len(lines) > 1 else ''}: {first.message})")
+        refused_count += 1
     if refused:
         # InfluxDB's partial write: the good points are stored, the answer names what was left out.
-        return _answer(v2, 400, f"partial write: {written.stored} readings stored; left out: {_lines(refused)}")
+        return _answer(v2, 400, f"partial write: {written.stored} readings stored; left out: {_lines(refused, refused_count)}")
     return web.Response(status=204, headers={"X-Influxdb-Version": VERSION})
 
 
-def _lines(refused: list[str], most: int = 5) -> str:
-    more = f"; and {len(refused) - most} more" if len(refused) > most else ""
-    return "; ".join(refused[:most]) + more
+def _lines(refused: list[str], count: int) -> str:
+    """The refused lines named (the first few), and how many more there were."""
+    more = f"; and {count - len(refused)} more" if count > len(refused) else ""
+    return "; ".join(refused) + more
 
 
 async def write_v2(request: web.Request) -> web.Response:

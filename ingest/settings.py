@@ -38,6 +38,10 @@ class Settings:
     tls_cert: str | None = None
     tls_key: str | None = None
     max_body_bytes: int = 8 * 1024 * 1024  # after decompression
+    header_timeout_s: float = 10.0  # a request's line and headers must arrive within this
+    body_timeout_s: float = 60.0  # and its body within this
+    max_connections: int = 1024  # open connections per worker; more are answered 503 and closed
+    large_body_budget_bytes: int = 32 * 1024 * 1024  # large bodies (> 256 KiB) held at once per worker
     max_batch_readings: int = 10_000
     flush_rows: int = 5_000  # rows per bulk insert at most
     linger_ms: float = 5.0  # longest wait for company behind an insert in flight
@@ -117,6 +121,10 @@ class Settings:
             tls_cert=cert,
             tls_key=key,
             max_body_bytes=number("INGEST_MAX_BODY_BYTES", 8 * 1024 * 1024),
+            header_timeout_s=number("INGEST_HEADER_TIMEOUT_S", 10.0, float),
+            body_timeout_s=number("INGEST_BODY_TIMEOUT_S", 60.0, float),
+            max_connections=number("INGEST_MAX_CONNECTIONS", 1024),
+            large_body_budget_bytes=number("INGEST_LARGE_BODY_BUDGET_BYTES", 32 * 1024 * 1024),
             max_batch_readings=number("INGEST_MAX_BATCH_READINGS", 10_000),
             flush_rows=number("INGEST_FLUSH_ROWS", 5_000),
             linger_ms=number("INGEST_LINGER_MS", 5.0, float),

@@ -20,7 +20,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from ingest.writer import CrateRunner, RequestRefused, insert_statement
+from ingest.cratedb_runner import CrateRunner, RequestRefused
+from ingest.rows import insert_statement
 from tests.cratedb_double import CrateDouble, CrateState
 
 REAL = os.environ.get("MDS_CRATEDB_URL", "").rstrip("/")

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from ingest.writer import insert_statement
+from ingest.rows import insert_statement
 from tests.contract.test_cratedb_contract import REAL, Crate, readings_ddl
 from tests.unit.test_grafana import every_query, expand_macros
 

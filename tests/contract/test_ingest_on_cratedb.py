@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 
 from ingest.app import SERVER_OPTIONS, create_app
 from ingest.settings import Settings
-from ingest.writer import CrateRunner
+from ingest.cratedb_runner import CrateRunner
 from tests.contract.test_cratedb_contract import REAL, Crate, readings_ddl
 from tests.cratedb_double import CrateDouble, CrateState
 from tests.unit.ingest_support import SECRET, batch, now_ms, post, token

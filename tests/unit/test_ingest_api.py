@@ -318,6 +318,24 @@ def test_database_down_means_503_with_retry_after_and_nothing_acknowledged():
     run(go())
 
 
+def test_a_failed_write_keeps_a_host_unready_only_for_a_while(monkeypatch):
+    """Seen on the lab stack: the first writes failed (the ingest user did not exist yet), the agent
+    moved to another host, and this one stayed not ready for ever, with CrateDB healthy."""
+    from ingest.batch_writer import BatchWriter
+    monkeypatch.setattr(BatchWriter, "FAILURE_MEMORY_S", 0.5)
+
+    async def go():
+        state = CrateState(tables={"doc.readings"}, users={"ingest": "ingest-password"})
+        async with running(state) as (url, _, _):
+            state.tables.discard("doc.readings")
+            assert (await post(url, "/v1/readings", batch(), auth=token()))[0] == 503
+            assert (await post(url, "/readyz", method="GET"))[:2] == (503, {"status": "not ready", "reason": "the last bulk insert failed"})
+            state.tables.add("doc.readings")
+            await asyncio.sleep(0.6)  # no request meanwhile
+            assert (await post(url, "/readyz", method="GET"))[:2] == (200, {"status": "ready"})
+    run(go())
+
+
 def test_database_too_slow_means_503():
     async def go():
         state = CrateState(tables={"doc.readings"}, users={"ingest": "ingest-password"}, delay_s=2)
@@ -377,11 +395,11 @@ def test_starts_without_a_database_and_finds_it_later(monkeypatch):
     """CrateDB's task DNS name does not resolve yet: the service starts, is not ready, refuses
     writes with 503, and writes once the name resolves."""
     from ingest import app as app_module
-    from ingest import writer
+    from ingest import cratedb_runner
 
     found: list[str] = []
     monkeypatch.setattr(app_module, "discover_servers", lambda *args: list(found))
-    monkeypatch.setattr(writer.CrateRunner, "REDISCOVER_S", 0.0)
+    monkeypatch.setattr(cratedb_runner.CrateRunner, "REDISCOVER_S", 0.0)
 
     async def go():
         async with running(crate_urls=(), crate_dns="tasks.cratedb") as (url, double, _):

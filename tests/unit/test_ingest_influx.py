@@ -50,12 +50,12 @@ SPEC_EXAMPLES = [
      [("myMeasurement.fieldKey", {"txt": '"string" within a string'}, None, None)]),
     ("myMeasurement,tagKey=tag\\ Value fieldKey=1", [("myMeasurement.fieldKey,tagKey=tag Value", {"num": 1.0}, None, {"tagKey": "tag Value"})]),
     ("my\\,Measurement,tag\\=Key=tag\\,Value field\\ Key=1",
-     [("my,Measurement.field Key,tag=Key=tag,Value", {"num": 1.0}, None, {"tag=Key": "tag,Value"})]),
+     [("my\\,Measurement.field Key,tag\\=Key=tag\\,Value", {"num": 1.0}, None, {"tag=Key": "tag,Value"})]),
     ('myMeasurement fieldKey="string with a \\\\ backslash, a comma and = sign"',
      [("myMeasurement.fieldKey", {"txt": "string with a \\ backslash, a comma and = sign"}, None, None)]),
     ("cpu,host=pi-1,unit=percent usage_idle=99.5,usage_user=0.25",
-     [("cpu.usage_idle,host=pi-1", {"num": 99.5}, "percent", {"host": "pi-1"}),
-      ("cpu.usage_user,host=pi-1", {"num": 0.25}, "percent", {"host": "pi-1"})]),
+     [("cpu.usage_idle,host=pi-1,unit=percent", {"num": 99.5}, "percent", {"host": "pi-1"}),
+      ("cpu.usage_user,host=pi-1,unit=percent", {"num": 0.25}, "percent", {"host": "pi-1"})]),
 ]
 
 
@@ -138,9 +138,10 @@ def test_influxdb_client_v2_writes_unchanged():
                     ])
             await in_thread(write)
             rows = {r[2]: r for r in double.state.readings.values()}
-            assert set(rows) == {"spindle.speed,line=3", "spindle.running,line=3", "counter.parts,line=3"}
-            assert rows["spindle.speed,line=3"][1] == "telegraf-1" and rows["spindle.speed,line=3"][3] == {"num": 1200.5}
-            assert rows["spindle.speed,line=3"][4] == "rpm" and rows["spindle.running,line=3"][3] == {"bool": True}
+            speed = "spindle.speed,line=3,unit=rpm"  # the unit tag is part of the series, as in InfluxDB
+            assert set(rows) == {speed, "spindle.running,line=3", "counter.parts,line=3"}
+            assert rows[speed][1] == "telegraf-1" and rows[speed][3] == {"num": 1200.5}
+            assert rows[speed][4] == "rpm" and rows["spindle.running,line=3"][3] == {"bool": True}
             assert rows["counter.parts,line=3"][5] == {"line": "3"}
     run(go())
 

@@ -7,7 +7,7 @@ from cratedb_sqlparse import sqlparse
 
 from ingest import tokens
 from ingest.settings import Settings, SettingsError
-from ingest.writer import INSERT_COLUMNS, insert_statement
+from ingest.rows import INSERT_COLUMNS, insert_statement
 
 SQL_DIR = __import__("pathlib").Path(__file__).resolve().parents[2] / "components" / "sql"
 
