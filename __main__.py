@@ -1,5 +1,7 @@
 """The machine data stack: typed config in, components out, outputs exported. Nothing else."""
 
+import signal
+
 import pulumi
 
 import stack
@@ -11,6 +13,10 @@ from components.hosts import Host, HostArgs
 from components.ingest import Ingest, IngestArgs
 from components.lab import Lab, LabArgs
 from components.swarm import Swarm, SwarmArgs
+
+# When a resource fails, the engine stops the program with SIGINT; Python would print a
+# KeyboardInterrupt traceback that reads like a crash of ours (seen on the real engine).
+signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 config = stack.load()
 

@@ -222,6 +222,7 @@ class Ingest(pulumi.ComponentResource):
                 f"{name}-build-{platform.split('/')[1] if platform else 'here'}",
                 create=f"docker image inspect {tag} >/dev/null 2>&1 || {build} < {shlex.quote(str(context_file))} >&2 && "
                        f"docker image inspect -f '{{{{.Id}}}}' {tag}",
+                delete=f"docker image rm {tag} >/dev/null 2>&1 || true",  # destroy leaves no image it made here
                 interpreter=["/bin/bash", "-c"],
                 opts=opts,
             )

@@ -3,7 +3,7 @@ Docker engine, from the same image the lab test tier uses (components/lab-host).
 
 Each host gets a fixed address on a bridge of its own and publishes SSH, the ingest and Grafana on
 127.0.0.1 (so the lab works where container addresses are not reachable); its /var/lib/docker is a
-volume (overlay2 needs one). The SSH key is generated here. `pulumi destroy` removes the
+volume (overlay2 needs one), and every host mounts one shared volume at /srv/shared. The SSH key is generated here. `pulumi destroy` removes the
 containers, volumes, network and image it made.
 """
 
@@ -21,6 +21,7 @@ from stack.config import LAB_GRAFANA_PORT, LAB_INGEST_PORT, LAB_SSH_PORT, Config
 
 HOST_IMAGE_DIR = Path(__file__).parent / "lab-host"
 LABEL = "mds.lab"
+SHARED_DIR = "/srv/shared"
 # Where --privileged is refused (DESIGN.md): every capability but SYS_RESOURCE, no seccomp or
 # AppArmor profile, all devices, and the host's cgroup tree writable for the inner engine.
 CAPABILITY_WORKAROUND = {
@@ -76,11 +77,16 @@ class Lab(pulumi.ComponentResource):
             labels=[docker.NetworkLabelArgs(label=LABEL, value="stack")], opts=child,
         )
         isolation = {"privileged": True} if settings.privileged else CAPABILITY_WORKAROUND
+        # One volume in every host at SHARED_DIR, as an NFS export would be: fs backups need a
+        # directory all CrateDB hosts share.
+        shared = docker.Volume(f"{name}-shared", name="mds-lab-shared",
+                               labels=[docker.VolumeLabelArgs(label=LABEL, value="stack")], opts=child)
         self.containers = []
         for i, host in enumerate(args.host_names):
             volume = docker.Volume(f"{name}-{host}-docker", name=f"mds-lab-{host}-docker",
                                    labels=[docker.VolumeLabelArgs(label=LABEL, value="stack")], opts=child)
-            volumes = [docker.ContainerVolumeArgs(volume_name=volume.name, container_path="/var/lib/docker")]
+            volumes = [docker.ContainerVolumeArgs(volume_name=volume.name, container_path="/var/lib/docker"),
+                       docker.ContainerVolumeArgs(volume_name=shared.name, container_path=SHARED_DIR)]
             if not settings.privileged:
                 volumes.append(docker.ContainerVolumeArgs(host_path="/sys/fs/cgroup", container_path="/sys/fs/cgroup"))
             self.containers.append(docker.Container(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import signal
 import statistics
 import sys
 import threading
@@ -49,14 +50,16 @@ def percentiles(values: list[float]) -> tuple[float, float]:
     return statistics.median(values) * 1000, values[min(len(values) - 1, int(0.99 * len(values)))] * 1000
 
 
-def simulated_agent(token: str, endpoints: tuple[str, ...], rate: float, batch: int, until: float, stats: Stats,
+def simulated_agent(token: str, endpoints: tuple[str, ...], rate: float, batch: int, until: list[float], stats: Stats,
                     record, ca_file: str | None, all_latencies: list[float]) -> None:
+    """`until[0]`: when to stop sending new batches (SIGTERM moves it to now); the batch in
+    flight is still delivered."""
     device = token.split(".")[1]
     delivery = Delivery(endpoints, token, timeout_s=10, ca_file=ca_file)
     backoff = Backoff(base_s=0.2, cap_s=5.0)
     interval = batch / rate
     next_at, last_ts = time.monotonic(), 0
-    while time.monotonic() < until:
+    while time.monotonic() < until[0]:
         time.sleep(max(0.0, next_at - time.monotonic()))
         next_at += interval
         now = time.time_ns() // 1_000_000
@@ -83,7 +86,7 @@ def simulated_agent(token: str, endpoints: tuple[str, ...], rate: float, batch: 
             if isinstance(outcome, Retry):
                 with stats.lock:
                     stats.retried += 1
-                if time.monotonic() >= until + 60:  # give up after a minute past the end; reported as pending
+                if time.monotonic() >= until[0] + 60:  # give up after a minute past the end; reported as pending
                     with stats.lock:
                         stats.pending += batch
                     break
@@ -141,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     stats, all_latencies = Stats(), []
     record = open(args.record, "w") if args.record else None
     started, started_ms = time.monotonic(), time.time_ns() // 1_000_000
-    until = started + args.seconds
+    until = [started + args.seconds]  # SIGTERM ends the run early, cleanly: in-flight batches finish, the record is whole
+    signal.signal(signal.SIGTERM, lambda *_: until.__setitem__(0, time.monotonic()))
     threads = [threading.Thread(target=simulated_agent, daemon=True, args=(
         token, endpoints, args.rate / len(tokens), args.batch, until, stats, record, args.ca, all_latencies)) for token in tokens]
     for thread in threads:

@@ -44,6 +44,7 @@ def test_three_simulated_hosts_with_ports_on_loopback(lab):
     assert sorted((p["internal"], p["external"], p["ip"]) for p in one["ports"]) == [
         (22, 2201, "127.0.0.1"), (3000, 13001, "127.0.0.1"), (8080, 18081, "127.0.0.1")]
     assert one["volumes"] == [{"volumeName": "mds-lab-lab1-docker", "containerPath": "/var/lib/docker"},
+                              {"volumeName": "mds-lab-shared", "containerPath": "/srv/shared"},  # like an NFS export
                               {"hostPath": "/sys/fs/cgroup", "containerPath": "/sys/fs/cgroup"}]
     assert one["envs"] == ["LAB_AUTHORIZED_KEY=ssh-ed25519 AAAAlab-ssh-key"]
     assert declared["lab-network"].inputs["ipamConfigs"] == [{"subnet": "172.30.0.0/24"}]
@@ -83,7 +84,8 @@ def test_the_capability_workaround_or_plain_privileged(deploy_without_key):
     declared, _ = deploy_without_key({**lab_config(), "lab": {"privileged": True}})
     one = containers(declared)["lab-lab1"].inputs
     assert one["privileged"] is True and "capabilities" not in one
-    assert one["volumes"] == [{"volumeName": "mds-lab-lab1-docker", "containerPath": "/var/lib/docker"}]
+    assert one["volumes"] == [{"volumeName": "mds-lab-lab1-docker", "containerPath": "/var/lib/docker"},
+                              {"volumeName": "mds-lab-shared", "containerPath": "/srv/shared"}]
 
 
 def test_a_real_stack_has_no_lab_resources(deploy):
