@@ -114,15 +114,16 @@ class LabHost:
     address: str  # on the lab network, reachable from this machine
     key_file: Path
 
+    def ssh_command(self, user: str = "root") -> list[str]:
+        return ["ssh", "-i", str(self.key_file), "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+                # Lab hosts get new host keys every run; real stacks pin hostKey in their config.
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
+                f"{user}@{self.address}"]
+
     def ssh(self, command: str, *, input: str | bytes | None = None, check: bool = True, timeout: float = 300,
             user: str = "root") -> subprocess.CompletedProcess:
         """Run a command through the host's real sshd, as pulumi-command does: one exec request."""
-        return run(
-            "ssh", "-i", str(self.key_file), "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
-            # Lab hosts get new host keys every run; real stacks pin hostKey in their config.
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
-            f"{user}@{self.address}", command, input=input, check=check, timeout=timeout,
-        )
+        return run(*self.ssh_command(user), command, input=input, check=check, timeout=timeout)
 
     def sh(self, command: str, **kwargs) -> str:
         return self.ssh(command, **kwargs).stdout.decode().strip()

@@ -1,7 +1,8 @@
-"""Deploy the real Pulumi program onto lab hosts without a Pulumi CLI.
+"""The SSH stand-in engine: deploy the real Pulumi program onto lab hosts without a Pulumi CLI.
 
-There is no Pulumi engine or provider plugin on these machines, so this stands in for the engine
-and for the pulumi-command provider only: the program (`__main__.py`) runs under mocks, and every
+CI cannot have the Pulumi engine or its provider plugins (they are built from fetched sources,
+which a project never ships), so there this stands in for the engine and for the pulumi-command
+provider only (where they are on PATH, tests/lab/pulumi_engine.py runs the real engine instead): the program (`__main__.py`) runs under mocks, and every
 `command:remote:Command` it declares is executed for real, over SSH, with exactly the `create`,
 `update`, `delete` and `stdin` inputs that the program gave it. Like the engine it keeps state
 between runs: an unchanged command does not run again, a changed one runs its `update`, a command
@@ -38,6 +39,8 @@ class Ran:
 
 
 class SshEngine(RecordingMocks):
+    real = False  # a stand-in: tests/lab/pulumi_engine.py is the real engine
+
     def __init__(self, hosts_by_address: dict[str, LabHost], not_run: frozenset[str] = frozenset()) -> None:
         super().__init__()
         self.hosts_by_address = hosts_by_address

@@ -1,9 +1,10 @@
 """Lab tier: the program deployed onto simulated hosts, its scripts run over real SSH.
 
 The tests run in file order and share one lab: provision and form the swarm, run again, the ingest
-image built on every host and running as its global service (without a database), then with the
-CrateDB contract double as its database while a host is lost under load, lose a host four ways
-(stop, kill, pause, network partition), scale in, destroy.
+image on every host and running as its global service, a host lost under load while the ingest
+writes through every host (to the CrateDB contract double under the stand-in engine, to real
+CrateDB under the real engine), lose a host four ways (stop, kill, pause, network partition),
+scale in, destroy. tests/lab/conftest.py says which engine runs.
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ import urllib.request
 import pytest
 import yaml
 
-from tests.lab import docker_cli
-from tests.lab.conftest import TIMINGS
+from tests.lab.conftest import TIMINGS, service_images
 from tests.lab.harness import LabHost, LabHosts, docker, ensure_base_image
-from tests.lab.ssh_engine import SshEngine
 from tests.load_run import ROOT, LoadRun
 from tests.program import plain
 
@@ -30,16 +29,23 @@ CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
 def stack_config(lab: LabHosts, hosts: list[dict] | None = None) -> dict:
-    return {
+    config = {
         "hosts": hosts or [{"name": h.name, "address": h.address} for h in lab.hosts],
         "sshPrivateKey": lab.private_key,
         # The ingest image builds on the lab hosts from the lab's own Debian base, trusting this
-        # machine's CA bundle (HTTPS goes through an intercepting proxy here). TLS resources are
-        # mocked in the lab, so the ingest serves plain HTTP. 1.5 CPUs: two worker processes.
+        # machine's CA bundle (HTTPS goes through an intercepting proxy here). The stand-in engine
+        # mocks TLS resources, so the ingest serves plain HTTP under both. 1.5 CPUs: two workers.
         "ingest": {"baseImage": BASE_IMAGE, "extraCaFile": CA_BUNDLE, "tls": "off", "cpus": 1.5},
         # fs backups: every CrateDB host gets the shared directory, writable by CrateDB's uid.
-        "cratedb": {"backup": {"type": "fs", "location": "/srv/backups"}},
+        "cratedb": {"backup": {"type": "fs", "location": "/srv/backups"}, "heapSize": "384m"},
+        "grafana": {},
     }
+    images = service_images()
+    if images:  # the real engine: the images are shipped from this machine's engine (nothing can be pulled)
+        for section, reference in images.items():
+            repository, version = reference.rsplit(":", 1)
+            config[section].update(image=repository, version=version, imageSource="local")
+    return config
 
 
 def wait_until(what: str, predicate, deadline: float, interval: float = 0.5) -> float:
@@ -65,7 +71,7 @@ def swarm_state(host: LabHost) -> str:
     return host.sh("docker info --format '{{.Swarm.LocalNodeState}}'")
 
 
-def status_lines(engine: SshEngine, since: int) -> dict[str, str]:
+def status_lines(engine, since: int) -> dict[str, str]:
     return {r.name: r.stdout.strip().splitlines()[0] for r in engine.log[since:]}
 
 
@@ -86,8 +92,11 @@ def deployed(lab, engine):
 
 
 def test_only_what_needs_a_real_cratedb_or_grafana_was_skipped(engine, deployed):
-    # Their images cannot be pulled here; their services and the schema step are covered by tests/integration.
-    assert engine.skipped == {"cratedb-service", "cratedb-schema", "grafana-service"}
+    if engine.real:  # everything ran, the schema step on a cluster of three real CrateDB nodes
+        assert not engine.skipped
+        assert deployed["cratedb"]["schema"].startswith("cratedb-schema: changed: "), deployed["cratedb"]["schema"]
+    else:  # no image here: the services and the schema step are covered by tests/integration
+        assert engine.skipped == {"cratedb-service", "cratedb-schema", "grafana-service"}
 
 
 def test_grafana_provisioning_files_and_secret_are_in_the_swarm(lab, deployed):
@@ -147,6 +156,14 @@ def test_join_tokens_never_reach_a_command_line_or_log(lab, engine, deployed):
 def test_a_second_run_changes_nothing(lab, engine, deployed):
     since = len(engine.log)
     started = time.monotonic()
+    if engine.real:  # the engine sees no change, and a second `up` runs no command
+        assert "error" not in engine.preview_changes(stack_config(lab)).lower()
+        TIMINGS["preview --expect-no-changes"] = time.monotonic() - started
+        started = time.monotonic()
+        again = engine.up(stack_config(lab))
+        TIMINGS["second up, nothing to do"] = time.monotonic() - started
+        assert engine.log[since:] == [] and again["nodeIds"] == deployed["nodeIds"]
+        return
     again = engine.up(stack_config(lab), rerun_all=True)
     TIMINGS["second run, every script again"] = time.monotonic() - started
     lines = status_lines(engine, since)
@@ -221,6 +238,8 @@ def test_ingest_image_built_on_each_host_and_running_as_a_global_service(lab, en
 def test_ingest_without_a_database_is_not_ready_and_refuses_writes(lab, engine, deployed):
     from ingest.tokens import issue
 
+    if engine.real:
+        pytest.skip("the real engine deploys CrateDB: the next test writes through it")
     secret = engine.state["ingest-token-secret"].outputs["result"].encode()
     now = int(time.time() * 1000)
     body = json.dumps({"readings": [{"ts": now, "sensor": "t", "value": 1.0}]}).encode()
@@ -244,18 +263,29 @@ def crate_query(url: str, password: str, stmt: str, args: list) -> list:
         return json.loads(response.read())["rows"]
 
 
-def test_node_loss_under_load_loses_no_acknowledged_reading(lab, engine, deployed, tmp_path):
-    """The CrateDB contract double (tests/cratedb_double.py, NOT CrateDB: one process, no
-    replication) runs as the `cratedb` service on lab1 in the ingest image; the load generator
-    writes through every host's ingest while lab3 is stopped and started again. Every reading it
-    saw acknowledged must be stored, once."""
-    from ingest.tokens import issue
+def crate_query_in_task(host: LabHost, stmt: str, args: list) -> list:
+    """One statement as the superuser, from inside the host's CrateDB task (its ports are not published)."""
+    body = json.dumps({"stmt": stmt, "args": args})
+    answer = host.sh("docker exec -i $(docker ps -q -f label=com.docker.swarm.service.name=cratedb | head -n1) "
+                     "curl -sf -H 'Content-Type: application/json' --data-binary @- http://127.0.0.1:4200/_sql",
+                     input=body, timeout=60)
+    return json.loads(answer)["rows"]
 
-    manager, lost = lab.hosts[0], lab.hosts[2]
-    secret = engine.state["ingest-token-secret"].outputs["result"].encode()
+
+@pytest.fixture
+def database(lab, engine, deployed):
+    """What the ingest writes to while a host is lost: the CrateDB contract double (tests/cratedb_double.py,
+    NOT CrateDB: one process, no replication) as the `cratedb` service on lab1 under the stand-in
+    engine; the three real CrateDB nodes the real engine deployed. Yields a query function."""
+    manager = lab.hosts[0]
+    if engine.real:
+        wait_until("CrateDB GREEN", lambda: crate_query_in_task(
+            manager, "SELECT health FROM sys.cluster_health", []) == [["GREEN"]], 300, interval=3)
+        yield lambda stmt, args: crate_query_in_task(manager, stmt, args)
+        return
     password = engine.state["cratedb-password-ingest"].outputs["result"]
     image = plain(engine.state["ingest-service"].inputs)["taskSpec"]["containerSpec"]["image"]
-    password_secret = docker_cli.name_of(engine.state["cratedb-secret-ingest"])
+    password_secret = engine.state["cratedb-secret-ingest"].outputs["name"]
     manager.ssh("docker config create lab-cratedb-double -", input=DOUBLE.read_bytes())
     manager.sh(
         "docker service create --detach --name cratedb --network mds --endpoint-mode dnsrr "
@@ -263,45 +293,58 @@ def test_node_loss_under_load_loses_no_acknowledged_reading(lab, engine, deploye
         f"--secret source={password_secret},target=crate-ingest-password,uid=10001,mode=0400 "
         "--config source=lab-cratedb-double,target=/double.py,mode=0444 --entrypoint /venv/bin/python "
         f"{image} /double.py --host 0.0.0.0 --port 4200 --user-file ingest:/run/secrets/crate-ingest-password")
-    double_url = f"http://{manager.address}:4200"
     try:
-        body = json.dumps({"readings": [{"ts": int(time.time() * 1000), "sensor": "warm-up", "value": 1.0}]}).encode()
-        for host in lab.hosts:  # each ingest finds the double (it looks again every 5 s) and writes
-            wait_until(f"{host.name} writes through the double", lambda h=host: ingest_answer(
-                h, "/v1/readings", token=issue(secret, "warm-up"), body=body)[0] == 200, 90)
-        tokens_file = tmp_path / "tokens"
-        tokens_file.write_text("".join(issue(secret, f"loss-{i}") + "\n" for i in range(6)))
-        endpoints = ",".join(f"http://{h.address}:8080" for h in lab.hosts)
-        load = LoadRun(["--endpoints", endpoints, "--tokens", str(tokens_file), "--rate", "1200", "--batch", "20",
-                        "--seconds", "50", "--record", str(tmp_path / "acked.jsonl"),
-                        "--check-crate", f"http://ingest:{password}@{manager.address}:4200"])
-        time.sleep(10)
-        failed_at = time.monotonic()
-        lab.stop(lost)
-        down = wait_until("lab3 seen Down under load", lambda: nodes(manager)["lab3"]["Status"] == "Down", 90)
-        time.sleep(max(0.0, 20 - (time.monotonic() - failed_at)))
-        resumed = load.resumed_after(failed_at)
-        assert resumed is not None and resumed < 10  # the other hosts kept taking writes
-        restored_at = time.monotonic()
-        lab.restore(lost)
-        wait_until("lab3's ingest writes again", lambda: ingest_answer(
-            lost, "/v1/readings", token=issue(secret, "warm-up"), body=body)[0] == 200, 180)
-        recovered = time.monotonic() - restored_at
-        assert load.finish(timeout=180) == 0, "".join(load.output[-15:])
-        acked = {tuple(json.loads(line)) for line in (tmp_path / "acked.jsonl").read_text().splitlines()}
-        stored = {tuple(row) for row in crate_query(double_url, password, "SELECT agent, sensor, ts FROM doc.readings WHERE agent = ANY(?)",
-                                                    [[f"loss-{i}" for i in range(6)]])}
-        lost_readings = acked - stored
-        TIMINGS["node loss: lab3 seen Down"] = down
-        TIMINGS["node loss: writes acknowledged again after"] = resumed
-        TIMINGS["node loss: lab3 writing again after its restart"] = recovered
-        print(f"\nnode loss: {len(acked)} readings acknowledged, {len(stored)} stored, {len(lost_readings)} missing; "
-              f"failure at +10 s, Down after {down:.1f} s, writes acknowledged again after {resumed:.1f} s, "
-              f"lab3 writing again {recovered:.1f} s after its restart")
-        assert not lost_readings and len(acked) > 10_000
-        assert "check loss-0: acknowledged" in load.text and "MISSING" not in load.text
+        yield lambda stmt, args: crate_query(f"http://{manager.address}:4200", password, stmt, args)
     finally:
         manager.sh("docker service rm cratedb; docker config rm lab-cratedb-double", check=False)
+
+
+def test_node_loss_under_load_loses_no_acknowledged_reading(lab, engine, database, tmp_path):
+    """The load generator writes through every host's ingest while lab3 is stopped and started
+    again. Every reading it saw acknowledged must be stored, once."""
+    from ingest.tokens import issue
+
+    lost = lab.hosts[2]
+    manager = lab.hosts[0]
+    secret = engine.state["ingest-token-secret"].outputs["result"].encode()
+    body = json.dumps({"readings": [{"ts": int(time.time() * 1000), "sensor": "warm-up", "value": 1.0}]}).encode()
+    for host in lab.hosts:  # each ingest finds the database (it looks again every 5 s) and writes
+        wait_until(f"{host.name} writes through the database", lambda h=host: ingest_answer(
+            h, "/v1/readings", token=issue(secret, "warm-up"), body=body)[0] == 200, 120)
+    devices = [f"loss-{time.time_ns()}-{i}" for i in range(6)]
+    tokens_file = tmp_path / "tokens"
+    tokens_file.write_text("".join(issue(secret, d) + "\n" for d in devices))
+    endpoints = ",".join(f"http://{h.address}:8080" for h in lab.hosts)
+    load = LoadRun(["--endpoints", endpoints, "--tokens", str(tokens_file), "--rate", "1200", "--batch", "20",
+                    "--seconds", "50", "--record", str(tmp_path / "acked.jsonl")])
+    time.sleep(10)
+    failed_at = time.monotonic()
+    lab.stop(lost)
+    down = wait_until("lab3 seen Down under load", lambda: nodes(manager)["lab3"]["Status"] == "Down", 90)
+    time.sleep(max(0.0, 20 - (time.monotonic() - failed_at)))
+    resumed = load.resumed_after(failed_at)
+    assert resumed is not None and resumed < 10  # the other hosts kept taking writes
+    restored_at = time.monotonic()
+    lab.restore(lost)
+    wait_until("lab3's ingest writes again", lambda: ingest_answer(
+        lost, "/v1/readings", token=issue(secret, "warm-up"), body=body)[0] == 200, 240)
+    recovered = time.monotonic() - restored_at
+    assert load.finish(timeout=180) == 0, "".join(load.output[-15:])
+    acked = [tuple(json.loads(line)) for line in (tmp_path / "acked.jsonl").read_text().splitlines()]
+    database("REFRESH TABLE doc.readings", [])
+    rows = database("SELECT agent, sensor, ts, count(*) FROM doc.readings WHERE agent = ANY(?) GROUP BY agent, sensor, ts",
+                    [devices])
+    stored = {(a, s, ts) for a, s, ts, _ in rows}
+    missing = set(acked) - stored
+    TIMINGS["node loss: lab3 seen Down"] = down
+    TIMINGS["node loss: writes acknowledged again after"] = resumed
+    TIMINGS["node loss: lab3 writing again after its restart"] = recovered
+    print(f"\nnode loss ({'real CrateDB, 3 nodes' if engine.real else 'the CrateDB contract double'}): "
+          f"{len(acked)} readings acknowledged, {len(stored)} stored, {len(missing)} missing; failure at +10 s, "
+          f"Down after {down:.1f} s, writes acknowledged again after {resumed:.1f} s, "
+          f"lab3 writing again {recovered:.1f} s after its restart")
+    assert not missing and len(acked) > 10_000
+    assert all(n == 1 for *_, n in rows)  # once each
 
 
 @pytest.fixture(scope="module")
