@@ -6,7 +6,9 @@ Settings derive from the host list (never typed twice): node names are the Swarm
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +34,9 @@ SQL = Path(__file__).parent / "sql"
 SCHEMA = Script("cratedb-schema.sh")
 USERS = ("admin", "ingest", "grafana")
 REPOSITORY = "mds_backups"
-SNAPSHOTS_DIR = "/snapshots"  # where an fs repository's shared directory appears in the nodes
+SNAPSHOTS_DIR = "/snapshots"
+SETTINGS_ATTRIBUTE = "mds_settings"
+SCHEMA_DEADLINE_S = 1800  # a rolling update of every node (each waits for GREEN) comes first  # where an fs repository's shared directory appears in the nodes
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,7 +74,15 @@ def render_crate_yml(nodes: Sequence[HostSpec], backup: BackupSettings | None = 
         text = text.replace("{" + key + "}", value)
     if backup and backup.type == "fs":
         text += f"\n# Snapshots go to a directory every node shares (CREATE REPOSITORY ... TYPE fs).\npath.repo: [{SNAPSHOTS_DIR}]\n"
-    return text
+    return text + (
+        "\n# Which version of these settings the node started with (sys.nodes.attributes): the schema step\n"
+        "# waits until every node runs it, so that a rolling update has reached them all first.\n"
+        f"node.attr.{SETTINGS_ATTRIBUTE}: {hashlib.sha256(text.encode()).hexdigest()[:12]}\n")
+
+
+def settings_version(crate_yml: str) -> str:
+    """The version a rendered crate.yml gives its nodes."""
+    return re.search(rf"^node\.attr\.{SETTINGS_ATTRIBUTE}: (\w+)$", crate_yml, re.M).group(1)
 
 
 def repository_options(backup: BackupSettings, keys: dict[str, str]) -> dict[str, str]:
@@ -122,24 +134,25 @@ def user_statements(user: str, password: str) -> tuple[str, str]:
 
 
 def schema_requests(settings: CrateDbSettings, passwords: dict[str, str], backup_keys: dict[str, str] | None = None) -> str:
-    """Stdin of cratedb-schema.sh: one line per step,
-    `label<TAB>body<TAB>[bodies to run on 409]<TAB>body of a query that finds the step done, or empty`."""
-    lines = [("table " + READINGS_TABLE, table_sql(settings), [], None),
+    """Stdin of cratedb-schema.sh: one line per step, `label<TAB>body<TAB>[bodies to run on 409]<TAB>
+    1 if CrateDB's error may be shown, else 0<TAB>body of a query that finds the step done, or empty`
+    (bash's read joins empty tab-separated fields: only the last may be empty)."""
+    lines = [("table " + READINGS_TABLE, table_sql(settings), [], None, True),
              # CREATE TABLE IF NOT EXISTS keeps an existing table as it is: a changed replica count needs this.
              ("replicas " + READINGS_TABLE,
-              f"ALTER TABLE {READINGS_TABLE} SET (number_of_replicas = '{settings.replicas}')", [], None)]
+              f"ALTER TABLE {READINGS_TABLE} SET (number_of_replicas = '{settings.replicas}')", [], None, True)]
     for user in USERS:
         create, alter = user_statements(user, passwords[user])
-        lines.append((f"user {user}", create, [alter], None))
-    lines += [(f"grant: {s}", s, [], None) for s in sql_statements(SQL / "grants.sql")]
+        lines.append((f"user {user}", create, [alter], None, False))
+    lines += [(f"grant: {s}", s, [], None, True) for s in sql_statements(SQL / "grants.sql")]
     if settings.backup:
         create, alter, done = repository_sql(settings.backup, backup_keys or {})
         lines.append((f"repository {REPOSITORY} (a change is refused while a snapshot runs: run pulumi up again "
-                       "after it)", create, [alter], done))
+                       "after it)", create, [alter], done, settings.backup.type == "fs"))
     return "".join(
-        f"{label}\t{json.dumps({'stmt': stmt})}\t{json.dumps([{'stmt': s} for s in on_conflict])}\t"
+        f"{label}\t{json.dumps({'stmt': stmt})}\t{json.dumps([{'stmt': s} for s in on_conflict])}\t{int(show)}\t"
         f"{json.dumps({'stmt': done}) if done else ''}\n"
-        for label, stmt, on_conflict, done in lines
+        for label, stmt, on_conflict, done, show in lines
     )
 
 
@@ -246,7 +259,9 @@ class CrateDb(pulumi.ComponentResource):
             f"{name}-schema",
             connection=runner.connection,
             run=Step(SCHEMA, {"HOST_NAME": runner.spec.name, "SERVICE": CRATEDB_SERVICE,
-                              "EXPECTED_NODES": str(len(nodes)), "DEADLINE": "600"}, runner.sudo),
+                              "EXPECTED_NODES": str(len(nodes)), "DEADLINE": str(SCHEMA_DEADLINE_S),
+                              "SETTINGS_ATTRIBUTE": SETTINGS_ATTRIBUTE, "SETTINGS_VERSION": settings_version(crate_yml)},
+                     runner.sudo),
             data=pulumi.Output.all(
                 pulumi.Output.all(**self.passwords), pulumi.Output.all(**(args.backup_keys or {})),
             ).apply(lambda both: schema_requests(settings, both[0], both[1])),

@@ -33,6 +33,8 @@ class SqlError(Exception):
 @dataclass
 class CrateState:
     nodes: int = 3
+    node_attributes: dict[str, str] = field(default_factory=dict)  # node.attr.* of crate.yml (sys.nodes.attributes)
+    nodes_on_old_settings: int = 0  # of `nodes`, those a rolling update has not restarted yet (no attributes)
     tables: set[str] = field(default_factory=set)
     users: dict[str, str] = field(default_factory=dict)  # name -> password
     privileges: set[tuple[str, str, str]] = field(default_factory=set)  # (type, ident, grantee)
@@ -300,6 +302,8 @@ class CrateDouble:
             return {"cols": [], "rows": [], "rowcount": int(m.group(1) in st.tables)}
         if s == "SELECT count(*) FROM sys.nodes":
             return _rows([st.nodes])
+        if m := re.fullmatch(r"SELECT count\(\*\) FROM sys\.nodes WHERE attributes\['(\w+)'\] = '(\w+)'", s):
+            return _rows([st.nodes - st.nodes_on_old_settings if st.node_attributes.get(m.group(1)) == m.group(2) else 0])
         if m := re.match(r"CREATE TABLE IF NOT EXISTS (\w+\.\w+) \(", s):
             created = m.group(1) not in st.tables
             st.tables.add(m.group(1))
@@ -392,7 +396,7 @@ def main() -> None:
     state = CrateState(tables={"doc.readings"}, keep_statements=False, users=users)
     double = CrateDouble(state, args.host, args.port)
     # It keeps every key it stored; with the default thresholds the collector rescans them all
-    # again and again, and the double, not the ingest, would set the pace of `ingest.bench`. The
+    # again and again, and the double, not the ingest, would set the pace of `tools.bench.ingest`. The
     # thresholds of ingest/__main__.py, written out: the lab runs this file alone, without `ingest`.
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)

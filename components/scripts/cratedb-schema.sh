@@ -2,11 +2,18 @@
 # Apply the readings table, the users and their grants, idempotently, from inside the CrateDB
 # container on this host (the superuser is trusted on loopback only and has no password).
 # Stdin: one step per line, "label<TAB>request body<TAB>JSON list of request bodies to run instead
-# when the first answers 409<TAB>request body of a query that finds the step done, or nothing" (a
-# user that exists gets its password set; a repository that exists is altered, unless it already
-# has the settings asked for). Passwords and keys arrive only this way.
+# when the first answers 409<TAB>1 when CrateDB's error message may be shown (the step carries no
+# secret), else 0<TAB>request body of a query that finds the step done, or nothing" (a user that
+# exists gets its password set; a repository that exists is altered, unless it already has the
+# settings asked for). Passwords and keys arrive only this way.
 #
-# Environment: HOST_NAME, SERVICE (the CrateDB service), EXPECTED_NODES, DEADLINE (seconds).
+# Before any step, every node must run the current settings (node attribute SETTINGS_ATTRIBUTE =
+# SETTINGS_VERSION, from crate.yml): after an edit, `pulumi up` updates the service and Swarm rolls
+# the nodes one by one; a step that needs the new settings (an fs repository needs path.repo)
+# would fail on a node still running the old ones.
+#
+# Environment: HOST_NAME, SERVICE (the CrateDB service), EXPECTED_NODES, DEADLINE (seconds),
+# SETTINGS_ATTRIBUTE, SETTINGS_VERSION.
 set -euo pipefail
 
 say() { echo "cratedb-schema ${HOST_NAME}: $*"; }
@@ -62,17 +69,18 @@ main() {
   local steps answer nodes
   deadline=$((SECONDS + DEADLINE))
   steps=$(cat)
-  # Wait for the local CrateDB task, then for a cluster of every node.
+  # Wait for the local CrateDB task, then for a cluster of every node on the current settings.
   find_container
-  until answer=$(echo '{"stmt": "SELECT count(*) FROM sys.nodes"}' | sql) && [[ "$answer" == "200 "* ]] &&
+  local current="SELECT count(*) FROM sys.nodes WHERE attributes['${SETTINGS_ATTRIBUTE}'] = '${SETTINGS_VERSION}'"
+  until answer=$(echo "{\"stmt\": \"${current}\"}" | sql) && [[ "$answer" == "200 "* ]] &&
     nodes=$(sed -n 's/.*"rows":\[\[\([0-9]*\)\]\].*/\1/p' <<<"$answer") && [ "${nodes:-0}" -ge "$EXPECTED_NODES" ]; do
-    [ "$SECONDS" -lt "$deadline" ] || fail "the cluster did not reach ${EXPECTED_NODES} nodes within ${DEADLINE} s (last answer: ${answer:0:200})"
+    [ "$SECONDS" -lt "$deadline" ] || fail "${nodes:-0} of ${EXPECTED_NODES} CrateDB nodes run the current settings after ${DEADLINE} s (a rolling update still going, or a node that does not start: docker service ps ${SERVICE}); last answer: ${answer:0:200}"
     sleep 3
   done
 
-  local before after label body on_conflict finished status altered=()
+  local before after label body on_conflict finished show status altered=()
   before=$(inventory)
-  while IFS=$'\t' read -r label body on_conflict finished; do
+  while IFS=$'\t' read -r label body on_conflict show finished; do
     [ -n "$label" ] || continue
     if [ -n "$finished" ]; then
       answer=$(sql <<<"$finished")
@@ -90,8 +98,11 @@ main() {
       # A step that knows when it is done ran its 409 path only because something differed.
       [ -z "$finished" ] || [ "$status" != 200 ] || altered+=("altered ${label%% (*}")
     fi
-    # Never echo a response body: it can quote the statement, and so a password.
-    [ "$status" = 200 ] || fail "${label}: HTTP ${status}"
+    # Never echo a response body of a step with a secret: it can quote the statement.
+    if [ "$status" != 200 ]; then
+      [ "$show" = 1 ] || fail "${label}: HTTP ${status}"
+      fail "${label}: HTTP ${status}: $(sed -n 's/.*"message":"\([^"]*\)".*/\1/p' <<<"${answer#* }" | cut -c1-400)"
+    fi
   done <<<"$steps"
   after=$(inventory)
   # Report what exists now that did not before (a password set again is not visible here).
