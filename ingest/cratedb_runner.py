@@ -12,12 +12,14 @@ from base64 import b64encode
 from collections.abc import Callable, Sequence
 
 import orjson
+import urllib3
 from crate.client.exceptions import ConnectionError as CrateConnectionError
 from crate.client.http import Client, _raise_for_status
 
 from ingest.rows import Key
 
 log = logging.getLogger("ingest.cratedb")
+NO_CONNECT_RETRY = urllib3.Retry(connect=0, read=0, redirect=False)
 
 
 class Unavailable(Exception):
@@ -39,6 +41,15 @@ class _Client(Client):
     Overrides a private method of crate 2.x (pinned below 3 in ingest/requirements.txt); bodies
     go uncompressed, as `CrateRunner` configures anyway."""
 
+    def _create_server(self, server, **pool_kw):
+        """No second connection attempt to a node: crate 2.x asks urllib3 for Retry(read=0), whose
+        total of 10 lets a node that does not accept cost eleven connect timeouts before the
+        client moves on to the next one (crate/client/http.py, Server.request)."""
+        super()._create_server(server, **pool_kw)
+        pool = self.server_pool[server].pool
+        urlopen = pool.urlopen
+        pool.urlopen = lambda *args, **kwargs: urlopen(*args, **{**kwargs, "retries": NO_CONNECT_RETRY})
+
     def _json_request(self, method, path, data):
         response = self._request(method, path, data=data, headers={"Accept-Encoding": "gzip, deflate"})
         if response.status == 400 and response.headers.get("content-type", "").startswith("application/json"):
@@ -53,18 +64,26 @@ class CrateRunner:
 
     The client round-robins over its servers, so the local node gets a client of its own and the
     others a second one, used when the local one cannot be reached. With `discover`, the node list
-    is looked up again (at most every 5 s) while no node answers: CrateDB may start after us.
+    is looked up again (at most every 5 s) whenever a node does not answer: CrateDB may start after
+    us, and a node whose task was replaced (a rolling update) has a new address.
+
+    Connecting gets CONNECT_TIMEOUT_S of the timeout: on the overlay network a live node accepts at
+    once, while the old address of a replaced task swallows the connection attempt; waiting the
+    whole timeout there stalled every write and /readyz for tens of seconds after a rolling update
+    (seen on the lab stack).
     """
 
     REDISCOVER_S = 5.0
+    CONNECT_TIMEOUT_S = 2.0
 
     def __init__(self, servers: Sequence[str] = (), *, username: str, password: str, timeout: float,
                  connections: int = 4, discover: Callable[[], list[str]] | None = None) -> None:
         # No gzip: the client would compress every bulk body (>= 8 KB) at level 6, which costs more
         # CPU than the bytes it saves between containers on one overlay network. One kept-alive
         # connection per concurrent flush (urllib3 keeps one by default and opens the rest anew).
-        self.client_options = {"username": username, "password": password or None, "timeout": timeout,
-                               "compress": False, "pool_size": connections}
+        self.client_options = {"username": username, "password": password or None, "compress": False,
+                               "timeout": urllib3.Timeout(connect=min(self.CONNECT_TIMEOUT_S, timeout), read=timeout),
+                               "pool_size": connections}
         self.discover = discover
         self.discovered_at = 0.0
         self._use(list(servers))
@@ -94,9 +113,13 @@ class CrateRunner:
             try:
                 return self.local.sql(stmt, **parameters)
             except CrateConnectionError:
+                failed = self.servers[0]
+                log.warning("local CrateDB node %s unavailable; writing through the others", failed)
+                self._rediscover()  # its task may have a new address
+                if self.servers[:1] != [failed]:
+                    return self.local.sql(stmt, **parameters)
                 if self.others is None:
                     raise
-                log.warning("local CrateDB node %s unavailable; writing through the others", self.servers[0])
                 return self.others.sql(stmt, **parameters)
         except CrateConnectionError:
             self._rediscover()

@@ -81,3 +81,44 @@ def test_the_accepted_past_ends_where_retention_drops(now, months, past_days, ol
     window = accepted_window(ms(now), past_days * 86400, 300, months)
     assert (window.low, window.high) == (ms(oldest), ms(now) + 300_000)
     assert ("retention" in window.text) == (ms(oldest) != ms(now) - past_days * 86_400_000)
+
+
+@pytest.fixture
+def silent_address():
+    """An address that swallows connection attempts, as the old address of a replaced CrateDB task
+    does on an overlay network: a listening socket whose accept queue is full, so the kernel drops
+    further SYNs and a connect() waits."""
+    import socket
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
+    for _ in range(4):  # fill the accept queue (never accepted)
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(listener.getsockname())
+        fillers.append(s)
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    for s in fillers + [listener]:
+        s.close()
+
+
+def test_a_node_that_swallows_connections_costs_seconds_not_the_whole_timeout(silent_address):
+    import time
+
+    from ingest.cratedb_runner import CrateRunner
+    from ingest.rows import insert_statement
+    from tests.cratedb_double import CrateDouble
+
+    discovered = []
+    with CrateDouble() as crate:
+        crate.state.tables.add("doc.readings")
+        crate.state.users["ingest"] = "pw"
+        runner = CrateRunner([silent_address, crate.url], username="ingest", password="pw", timeout=30,
+                             discover=lambda: discovered.append(1) or [crate.url])
+        started = time.monotonic()
+        assert runner.bulk_insert(insert_statement("doc.readings"), [[1, "a", "s", {"num": 1.0}, None, {}]]) == [{"rowcount": 1}]
+        took = time.monotonic() - started
+    assert took < CrateRunner.CONNECT_TIMEOUT_S * 2 + 1, took  # not the 30 s timeout
+    # The local node did not answer: the node list was looked up again (its task may have moved).
+    assert discovered and runner.servers == [crate.url]
