@@ -42,22 +42,47 @@ class GrafanaArgs:
     ssh: SshAccess | None = None  # how this machine reaches the hosts, to ship the image (imageSource)
 
 
-def provisioning_files(settings: GrafanaSettings) -> dict[str, tuple[str, str]]:
-    """Role -> (path in the container, content): datasource, dashboard provider, alerting, dashboards."""
+def provisioning_files(settings: GrafanaSettings, *, database: str = f"{CRATEDB_SERVICE}:{CRATEDB_PG_PORT}",
+                       password_file: str = f"{SECRETS_DIR}/grafana-db-password",
+                       dashboards_dir: str = provisioning.DASHBOARDS_DIR) -> dict[str, tuple[str, str]]:
+    """Role -> (path, content): datasource, dashboard provider, alerting, dashboards. The paths are
+    the container's; the keywords let the Grafana contract tier run the same files elsewhere."""
     def as_yaml(document: dict) -> str:
         return yaml.safe_dump(document, sort_keys=True)
 
+    boards = {file_name.removesuffix(".json"): model for file_name, model in provisioning.dashboards(settings.alerts).items()}
     files = {
         # pgx tries every address of the dnsrr name in turn: any CrateDB node will do.
-        "datasource": (f"{PROVISIONING}/datasources/mds.yaml", as_yaml(provisioning.datasource(
-            f"{CRATEDB_SERVICE}:{CRATEDB_PG_PORT}", f"{SECRETS_DIR}/grafana-db-password"))),
-        "dashboard-provider": (f"{PROVISIONING}/dashboards/mds.yaml", as_yaml(provisioning.dashboard_provider())),
+        "datasource": (f"{PROVISIONING}/datasources/mds.yaml", as_yaml(provisioning.datasource(database, password_file))),
+        "dashboard-provider": (f"{PROVISIONING}/dashboards/mds.yaml",
+                               as_yaml(provisioning.dashboard_provider(sorted(boards), dashboards_dir))),
         "alerting": (f"{PROVISIONING}/alerting/mds.yaml", as_yaml(provisioning.alerting(settings.alerts))),
     }
-    for file_name, model in provisioning.dashboards(settings.alerts).items():
-        files[f"dashboard-{file_name.removesuffix('.json')}"] = (
-            f"{provisioning.DASHBOARDS_DIR}/{file_name}", json.dumps(model, indent=1, sort_keys=True))
+    for name, model in boards.items():
+        files[f"dashboard-{name}"] = (f"{dashboards_dir}/{name}/{name}.json", json.dumps(model, indent=1, sort_keys=True))
     return files
+
+
+def grafana_env(settings: GrafanaSettings, *, with_smtp_password: bool) -> dict[str, str]:
+    """Grafana's settings as environment variables: the same in the service and in the contract tier."""
+    return {
+        "GF_PATHS_PROVISIONING": PROVISIONING,
+        "GF_SECURITY_ADMIN_USER": "admin",
+        "GF_SECURITY_ADMIN_PASSWORD__FILE": f"{SECRETS_DIR}/grafana-admin-password",
+        "GF_AUTH_ANONYMOUS_ENABLED": "false",
+        "GF_USERS_ALLOW_SIGN_UP": "false",
+        "GF_SERVER_HTTP_PORT": str(settings.port),
+        # No calls home: many sites have no way out (each of these logged an error there).
+        "GF_ANALYTICS_REPORTING_ENABLED": "false",
+        "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
+        "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES": "false",  # also Angular detection patterns
+        "GF_PLUGINS_PUBLIC_KEY_RETRIEVAL_DISABLED": "true",  # plugin signatures use the key built in
+        # No state, so every start would install the preinstalled app plugins from the internet
+        # again; and no news feed from grafana.com.
+        "GF_PLUGINS_PREINSTALL_DISABLED": "true",
+        "GF_NEWS_NEWS_FEED_ENABLED": "false",
+        **smtp_env(settings, with_password=with_smtp_password),
+    }
 
 
 def smtp_env(settings: GrafanaSettings, *, with_password: bool) -> dict[str, str]:
@@ -116,23 +141,7 @@ class Grafana(pulumi.ComponentResource):
             task_spec=docker.ServiceTaskSpecArgs(
                 container_spec=docker.ServiceTaskSpecContainerSpecArgs(
                     image=service_image("grafana", source, tag, settings.image_ref),
-                    env={
-                        "GF_PATHS_PROVISIONING": PROVISIONING,
-                        "GF_SECURITY_ADMIN_USER": "admin",
-                        "GF_SECURITY_ADMIN_PASSWORD__FILE": f"{SECRETS_DIR}/grafana-admin-password",
-                        "GF_AUTH_ANONYMOUS_ENABLED": "false",
-                        "GF_USERS_ALLOW_SIGN_UP": "false",
-                        "GF_SERVER_HTTP_PORT": str(settings.port),
-                        # No calls home: many sites have no way out.
-                        "GF_ANALYTICS_REPORTING_ENABLED": "false",
-                        "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
-                        "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES": "false",
-                        # No state, so every start would install the preinstalled app plugins
-                        # from the internet again; and no news feed from grafana.com.
-                        "GF_PLUGINS_PREINSTALL_DISABLED": "true",
-                        "GF_NEWS_NEWS_FEED_ENABLED": "false",
-                        **smtp_env(settings, with_password=args.smtp_password is not None),
-                    },
+                    env=grafana_env(settings, with_smtp_password=args.smtp_password is not None),
                     secrets=[docker.ServiceTaskSpecContainerSpecSecretArgs(
                         secret_id=secret.id, secret_name=secret.name, file_name=file_name, file_uid=GRAFANA_UID,
                         file_mode=0o400) for file_name, secret in secrets.items()],

@@ -33,12 +33,21 @@ def datasource(url: str, password_file: str) -> dict:
     }]}
 
 
-def dashboard_provider() -> dict:
+def dashboard_provider(names: list[str], root: str = DASHBOARDS_DIR) -> dict:
+    """One provider per dashboard, each reading a directory of its own (root/<name>/), in one folder.
+
+    Grafana 12.4 keys provisioned dashboards by provider name and, finding several under one name
+    at start, takes them for duplicates: it deleted and re-created every dashboard at each restart
+    (pkg/services/dashboards/service/provisioning_cleanup.go, cleanupSteps). It also refuses one
+    folder uid in several providers (an error at every read: provisioning/dashboards/config_reader.go).
+    So the first provider makes the folder under its fixed uid, and the others find it by title
+    (providers are provisioned in the order of this list). Seen with a real Grafana in
+    tests/contract/test_grafana_server.py."""
     return {"apiVersion": 1, "providers": [{
-        "name": "mds", "orgId": 1, "folder": FOLDER_TITLE, "folderUid": FOLDER_UID, "type": "file",
-        "disableDeletion": True, "allowUiUpdates": False, "updateIntervalSeconds": 60,
-        "options": {"path": DASHBOARDS_DIR, "foldersFromFilesStructure": False},
-    }]}
+        "name": f"mds-{name}", "orgId": 1, "folder": FOLDER_TITLE, **({"folderUid": FOLDER_UID} if i == 0 else {}),
+        "type": "file", "disableDeletion": True, "allowUiUpdates": False, "updateIntervalSeconds": 60,
+        "options": {"path": f"{root}/{name}", "foldersFromFilesStructure": False},
+    } for i, name in enumerate(names)]}
 
 
 def alerting(alert_settings: AlertSettings) -> dict:

@@ -23,7 +23,7 @@ FOLDER_TITLE = "Machine Data Stack"
 # Alert rules name their folder by title and create it if missing, while the dashboard provider
 # finds its folder by uid: one title for both can make two folders when they are provisioned at
 # the same time at start (grafana/grafana#125079). The rules get a folder of their own.
-ALERT_FOLDER_TITLE = "Machine Data Stack alerts"
+ALERT_FOLDER_TITLE = "MDS alert rules"
 TABLE = READINGS_TABLE
 
 # A bucket of the dashboard's interval as epoch milliseconds, named `time`.

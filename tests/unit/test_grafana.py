@@ -128,12 +128,19 @@ def test_datasource_uses_the_read_only_user_and_a_password_file():
     assert source["secureJsonData"] == {"password": "$__file{/run/secrets/grafana-db-password}"}
 
 
-def test_dashboard_provider_reads_the_directory_the_dashboards_are_mounted_in():
+def test_each_dashboard_has_a_provider_of_its_own_reading_the_directory_it_is_mounted_in():
+    """Several dashboards under one provider name are taken for duplicates by Grafana 12.4, which
+    then deletes and re-creates them at every start (seen with a real Grafana: new ids each time)."""
     files = provisioning_files(GrafanaSettings())
-    (provider,) = yaml.safe_load(files["dashboard-provider"][1])["providers"]
-    assert provider["type"] == "file" and provider["options"]["path"] == gd.DASHBOARDS_DIR
+    providers = yaml.safe_load(files["dashboard-provider"][1])["providers"]
     dashboards = {path for role, (path, _) in files.items() if role.startswith("dashboard-") and role != "dashboard-provider"}
-    assert dashboards == {f"{gd.DASHBOARDS_DIR}/{n}.json" for n in ("sensors", "cluster", "ingest")}
+    assert dashboards == {f"{gd.DASHBOARDS_DIR}/{n}/{n}.json" for n in ("sensors", "cluster", "ingest")}
+    assert sorted(p["options"]["path"] for p in providers) == sorted(path.rsplit("/", 1)[0] for path in dashboards)
+    assert len({p["name"] for p in providers}) == len(providers) == 3
+    assert {(p["type"], p["folder"], p["allowUiUpdates"]) for p in providers} == {("file", gd.FOLDER_TITLE, False)}
+    # One folder uid in several providers is an error to Grafana: the first makes the folder, the
+    # others find it by its title (Grafana provisions them one after the other, in this order).
+    assert [p.get("folderUid") for p in providers] == ["mds", None, None]
 
 
 def test_alert_rules_from_settings():
@@ -278,8 +285,12 @@ def test_alert_rules_and_dashboards_live_in_folders_that_cannot_collide():
     """Rules find their folder by title and create it; the dashboard provider by uid: with one title,
     both made at start can give two folders of that title (grafana/grafana#125079)."""
     rules_folder = gd.alerting(AlertSettings())["groups"][0]["folder"]
-    (provider,) = gd.dashboard_provider()["providers"]
+    (provider,) = gd.dashboard_provider(["sensors"])["providers"]
     assert provider["folderUid"] == "mds" and rules_folder != provider["folder"]
+    # Grafana 12.4 finds "the" dashboards folder by a full-text search of its title: a folder whose
+    # title shares a word with it was taken for a duplicate and deleted at each start (it failed
+    # only because it held the rules). Seen with a real Grafana (tests/contract).
+    assert not set(rules_folder.lower().split()) & set(provider["folder"].lower().split())
 
 
 def test_email_alerts_go_through_the_configured_mail_server(deploy):
