@@ -29,6 +29,7 @@ import pulumi_tls as tls
 from components.docker_access import SshAccess
 from components.hosts import Host
 from components.images import service_image, ship_to_hosts
+from components.ingest_wheels import wheels
 from components.remote import Script, Step, remote_command
 from components.swarm_configs import SECRETS_DIR, fixed_name, restart_always, swarm_secret
 from stack.config import ConfigError, IngestSettings, is_ip, state_dir
@@ -57,11 +58,13 @@ class IngestArgs:
 
 
 def build_context(extra_ca: bytes = b"") -> bytes:
-    """ingest/ as a reproducible tar (sorted, no times or owners), plus the extra CA bundle."""
+    """ingest/ as a reproducible tar (sorted, no times or owners), plus the extra CA bundle and the
+    wheels of its requirements (components/ingest_wheels.py: the build needs no PyPI)."""
     files = sorted(p for p in SOURCE.iterdir() if p.is_file() and p.name != "extra-ca.crt" and p.suffix != ".pyc")
+    packages = [(f"wheels/{name}", data) for name, data in wheels(SOURCE / "requirements.txt").items()]
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in [(p.name, p.read_bytes()) for p in files] + [("extra-ca.crt", extra_ca)]:
+        for name, data in [(p.name, p.read_bytes()) for p in files] + [("extra-ca.crt", extra_ca)] + packages:
             info = tarfile.TarInfo(name)
             info.size, info.mtime, info.mode = len(data), 0, 0o644
             tar.addfile(info, io.BytesIO(data))
