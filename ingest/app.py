@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from ingest import eden_jwt, http_guard, influx, tokens
 from ingest.batch_writer import BatchWriter
 from ingest.cratedb_runner import CrateRunner, discover_servers
-from ingest.flow import GUARD, MAX_CREDENTIAL, METRICS, SETTINGS, WRITER, Guard, Metrics, Refusal, accept
+from ingest.flow import GUARD, MAX_CREDENTIAL, METRICS, SETTINGS, WRITER, Guard, Metrics, Refusal, accept, close_if_asked
 from ingest.payload import BadInput, accepted_window, decode_json, parse_batch, parse_eden
 from ingest.settings import Settings
 
@@ -155,6 +155,7 @@ def create_app(settings: Settings, runner: CrateRunner | None = None) -> web.App
     app = web.Application(middlewares=[never_a_stack_trace], client_max_size=settings.max_body_bytes + 1)
     app[SETTINGS] = settings
     app[METRICS] = metrics = Metrics()
+    app.on_response_prepare.append(close_if_asked)
 
     async def lifespan(app: web.Application):
         discover = None if settings.crate_urls else functools.partial(

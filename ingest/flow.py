@@ -38,6 +38,14 @@ LARGE_BODY = 256 * 1024  # bodies above this are read against the byte budget an
 MAX_GZIP_MEMBERS = 16  # `gzip -c a b` makes two; thousands of empty ones are an attack
 _INFLATE_CHUNK = 64 * 1024
 STAGES = ("read", "decode", "parse", "queue", "database", "answer")
+CLOSE_AFTER_ANSWER = web.RequestKey("close_after_answer", bool)  # answer, then close the connection
+
+
+async def close_if_asked(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: a request whose body was not read whole gets its answer (a 408), then
+    the connection closes. Closing the transport at once, as before, sent the client nothing."""
+    if request.get(CLOSE_AFTER_ANSWER):
+        response.force_close()
 
 
 class Metrics:
@@ -173,7 +181,7 @@ async def _read(request: web.Request, settings: Settings) -> bytes:
                 if len(raw) > limit:
                     raise BadInput(413, f"body larger than {limit} bytes")
     except TimeoutError:
-        request.protocol.force_close()
+        request[CLOSE_AFTER_ANSWER] = True  # the rest of the body may still come: never read it
         raise BadInput(408, f"the body did not arrive within {settings.body_timeout_s:g} s") from None
     return bytes(raw)
 

@@ -62,8 +62,7 @@ class GuardedRequestHandler(RequestHandler):
         since = self._header_since
         if since is not None and self._loop.time() - since >= timeout:
             log.warning("closed a connection whose request head did not arrive within %g s", timeout)
-            self.force_close()
-            self.transport.close()
+            self.force_close()  # closes the transport
             return
         delay = timeout if since is None else since + timeout - self._loop.time()
         self._header_check = self._loop.call_later(max(delay, 0.05), self._check_header)
