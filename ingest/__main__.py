@@ -28,7 +28,7 @@ log = logging.getLogger("ingest")
 SHUTDOWN_TIMEOUT_S = 8
 # A queued reading is a few container objects that live until its insert returns, so at the
 # default threshold (700) the collector ran every few requests and rescanned the whole queue
-# (`python -m ingest.bench`, batch 1000: 166k -> 234k readings/s). Readings form no cycles:
+# (`python -m tools.bench.ingest`, batch 1000: 166k -> 234k readings/s). Readings form no cycles:
 # collect after 50,000 net new containers, and never rescan what exists after start-up.
 GC_THRESHOLDS = (50_000, 20, 100)
 

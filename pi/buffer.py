@@ -7,7 +7,7 @@ in the database file or its WAL, which survive the process. Against a power cut 
 mode decides (`agent.durability`):
 
 - "power-cut" (synchronous=FULL): every put is fsynced before `put` returns; a power cut loses at
-  most the tick being sampled. Costs an fsync per tick (measured by `python -m pi.bench`).
+  most the tick being sampled. Costs an fsync per tick (measured by `python -m tools.bench.agent`).
 - "crash" (synchronous=NORMAL, the default): no fsync per put; the WAL reaches the disk at
   checkpoints and with the kernel's writeback (about every 5-30 s): a power cut can lose the
   readings of the last seconds that were not yet delivered. Flash (SD cards) is written about as

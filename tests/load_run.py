@@ -1,4 +1,4 @@
-"""`python -m pi.loadgen` as a process whose per-second progress is read as it comes: the node-loss
+"""`python -m tools.loadgen` as a process whose per-second progress is read as it comes: the node-loss
 tests (lab tier and post-deploy) ask how many readings were acknowledged by a moment, and when
 acknowledgements resumed after it."""
 
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 class LoadRun:
     def __init__(self, args: list[str]) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "pi.loadgen", *args], cwd=ROOT,
+        self.process = subprocess.Popen([sys.executable, "-m", "tools.loadgen", *args], cwd=ROOT,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.output: list[str] = []
         self.progress: list[tuple[float, int]] = []  # (monotonic time, acknowledged so far)

@@ -1,4 +1,4 @@
-"""The load generator: `python -m pi.loadgen --endpoints URL,... --tokens FILE --rate 5000 --seconds 60`.
+"""The load generator: `python -m tools.loadgen --endpoints URL,... --tokens FILE --rate 5000 --seconds 60`.
 
 Simulates one agent per token (make them with `python -m ingest.tokens <device>`), each posting
 batches at its share of the target rate through every ingest endpoint with failover, retrying a
@@ -125,7 +125,7 @@ def check_crate(url: str, devices: list[str], started_ms: int, acked: dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pi.loadgen", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.loadgen", description=__doc__.splitlines()[0])
     parser.add_argument("--endpoints", required=True, help="comma-separated ingest URLs (every host)")
     parser.add_argument("--tokens", type=Path, required=True, help="a file with one device token per line")
     parser.add_argument("--rate", type=float, default=1000.0, help="readings per second, all agents together")

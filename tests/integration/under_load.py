@@ -23,7 +23,7 @@ def health(stack, host) -> str | None:
 
 
 class Load:
-    """`pi.loadgen` with devices of its own: every acknowledged key is recorded."""
+    """`tools.loadgen` with devices of its own: every acknowledged key is recorded."""
 
     def __init__(self, stack, tmp_path: Path, name: str, seconds: int, rate: int = 1000) -> None:
         self.stack, self.record = stack, tmp_path / "acked.jsonl"

@@ -110,7 +110,7 @@ def test_timestamps_outside_the_window_are_refused():
 
 
 def test_a_body_of_a_thousand_lines_gives_a_thousand_readings():
-    """The benchmark's shape (its figures: `python -m ingest.bench`)."""
+    """The benchmark's shape (its figures: `python -m tools.bench.ingest`)."""
     start = now_ms()
     body = "\n".join(f"cpu,host=pi usage_idle={i}.5 {(start - i) * 1_000_000}" for i in range(1000)).encode()
     rows = line_protocol.parse(body, "dev", precision="ns", now_ms=now_ms(), window=everything(), limit=10_000)
@@ -291,7 +291,7 @@ def test_values_float_takes_and_line_protocol_does_not_are_left_to_the_line_pars
 
 
 def test_the_benchmark_s_bodies_take_the_fast_path():
-    from ingest.bench import line_bodies
+    from tools.bench.ingest import line_bodies
     now = now_ms()  # the bodies are made now: CI collects (and sets _NOW) minutes before this runs
     window = accepted_window(now, 86400, 300)
     assert line_protocol._plain_body(line_bodies(1000, count=1)[0].decode(), "d", "ms", now, window, 10_000) is not None

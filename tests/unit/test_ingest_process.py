@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from ingest.bench import wait_for_listeners
+from tools.bench.ingest import wait_for_listeners
 from tests.cratedb_double import CrateDouble, CrateState
 from tests.unit.ingest_support import SECRET, batch, post, token
 
@@ -182,8 +182,8 @@ def test_tokens_cli_issues_what_the_service_accepts(tmp_path):
 
 
 def test_the_benchmark_runs_and_every_request_succeeds():
-    """`python -m ingest.bench`, briefly: its table has no errors and its last line has the agreed form."""
-    result = subprocess.run([sys.executable, "-m", "ingest.bench", "--seconds", "0.5", "--workers", "1,2"], cwd=ROOT,
+    """`python -m tools.bench.ingest`, briefly: its table has no errors and its last line has the agreed form."""
+    result = subprocess.run([sys.executable, "-m", "tools.bench.ingest", "--seconds", "0.5", "--workers", "1,2"], cwd=ROOT,
                             capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()

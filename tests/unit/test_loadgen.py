@@ -20,7 +20,7 @@ def test_loadgen_through_a_dead_and_a_live_endpoint_accounts_for_every_reading(t
             tokens.write_text("".join(token(f"load-{i}") + "\n" for i in range(3)))
             dead = f"http://127.0.0.1:{free_port()}"
             result = subprocess.run(
-                [sys.executable, "-m", "pi.loadgen", "--endpoints", f"{dead},{url}", "--tokens", str(tokens),
+                [sys.executable, "-m", "tools.loadgen", "--endpoints", f"{dead},{url}", "--tokens", str(tokens),
                  "--rate", "3000", "--batch", "50", "--seconds", "3", "--record", str(tmp_path / "acked.jsonl"),
                  "--check-crate", crate.url], cwd=ROOT, capture_output=True, text=True, timeout=120)
         finally:
@@ -39,6 +39,6 @@ def test_loadgen_through_a_dead_and_a_live_endpoint_accounts_for_every_reading(t
 
 def test_loadgen_refuses_a_tokens_file_without_tokens(tmp_path):
     (tmp_path / "tokens").write_text("not-a-token\n")
-    result = subprocess.run([sys.executable, "-m", "pi.loadgen", "--endpoints", "http://127.0.0.1:9", "--tokens",
+    result = subprocess.run([sys.executable, "-m", "tools.loadgen", "--endpoints", "http://127.0.0.1:9", "--tokens",
                              str(tmp_path / "tokens")], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "--tokens" in result.stderr

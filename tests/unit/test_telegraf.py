@@ -46,7 +46,7 @@ def telegraf() -> str:
 def broker(tmp_path):
     """A Mosquitto broker on a free loopback port; yields (port, log file)."""
     binary = _require("mosquitto (Debian package mosquitto)", shutil.which("mosquitto") or "/usr/sbin/mosquitto")
-    from ingest.bench import free_port
+    from tools.bench.ingest import free_port
     port, log = free_port(), tmp_path / "mosquitto.log"
     conf = tmp_path / "mosquitto.conf"
     # The log goes to stderr (unbuffered): as root, Mosquitto drops to its own user before it opens a log file.

@@ -1,4 +1,4 @@
-"""Sampling jitter and CPU use of the real agent: `python -m pi.bench [--seconds 60] [--interval-ms 100]`.
+"""Sampling jitter and CPU use of the real agent: `python -m tools.bench.agent [--seconds 60] [--interval-ms 100]`.
 
 Starts `python -m pi.agent` (random sensor) delivering to a small HTTP receiver in this process,
 once per buffer durability (crash, power-cut: pi/buffer.py), one after the other, and prints for
@@ -78,7 +78,7 @@ def run_agent(durability: str, seconds: float, interval_ms: int) -> dict:
                           f'[ingest]\nendpoints = ["http://127.0.0.1:{server.server_address[1]}"]\ntoken_file = "{token}"\n'
                           '[[sensors]]\ntype = "random"\n')
         agent = subprocess.Popen([sys.executable, "-m", "pi.agent", "--config", str(config)],
-                                 cwd=Path(__file__).resolve().parents[1], stderr=subprocess.DEVNULL)
+                                 cwd=Path(__file__).resolve().parents[2], stderr=subprocess.DEVNULL)
         time.sleep(2)  # started, first batch out
         cpu_before, bytes_before, started = cpu_seconds(agent.pid), written_bytes(agent.pid), time.monotonic()
         first = len(timestamps)

@@ -1,4 +1,4 @@
-"""Benchmark against a real CrateDB: `python -m ingest.bench_cratedb --crate http://127.0.0.1:4200
+"""Benchmark against a real CrateDB: `python -m tools.bench.cratedb --crate http://127.0.0.1:4200
 [--replicas 0] [--seconds 5] [--connections 32] [--workers 2]` (from the repository root). For a
 cluster, name every node: `--crate http://a:4200,http://b:4200,http://c:4200 --replicas 1`.
 
@@ -26,10 +26,10 @@ from pathlib import Path
 import orjson
 from crate.client.http import Client
 
-from ingest.bench import SECRET, run_load, start_ingest
+from tools.bench.ingest import SECRET, run_load, start_ingest
 from ingest.rows import insert_statement
 
-READINGS_SQL = Path(__file__).resolve().parents[1] / "components" / "sql" / "readings.sql"
+READINGS_SQL = Path(__file__).resolve().parents[2] / "components" / "sql" / "readings.sql"
 
 
 def ddl(table: str, replicas: int) -> str:
@@ -113,7 +113,7 @@ def main() -> None:
     superuser(url, ddl(table, args.replicas))
     superuser(url, f"CREATE USER {user} WITH (password = '{password}')")
     superuser(url, f"GRANT DML, DQL ON TABLE {table} TO {user}")
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; CrateDB {version} at "
           f"{','.join(urls)} ({nodes} node{'s' if nodes > 1 else ''}, {args.replicas} replicas); {args.seconds:.0f} s per run, {args.connections} connections, "
           f"{args.workers} ingest workers")

@@ -1,4 +1,4 @@
-"""Benchmark: `python -m ingest.bench [--seconds 5] [--connections 32] [--workers 1,2]` (from the
+"""Benchmark: `python -m tools.bench.ingest [--seconds 5] [--connections 32] [--workers 1,2]` (from the
 repository root).
 
 Starts the CrateDB contract double (tests/cratedb_double.py, not CrateDB) and the real ingest server
@@ -272,7 +272,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="INGEST_WORKERS settings to compare, e.g. 1,2")
     args = parser.parse_args()
     worker_counts = [int(w) for w in args.workers.split(",")]
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"{args.seconds:.0f} s per run, {args.connections} connections; database: the contract double, not CrateDB")
     print(f"{'workers':>7} {'batch':>6} {'mode':>10} {'requests/s':>11} {'readings/s':>11} {'p50 ms':>8} {'p99 ms':>8}"
