@@ -30,7 +30,9 @@ take_due_snapshot() {
   name="mds-$(date -u -d "@${slot}" +%Y%m%d-%H%M)"
   state=$(sql "SELECT state FROM sys.snapshots WHERE repository = '${repo}' AND name = '${name}'" | values)
   case "$state" in
-    SUCCESS | IN_PROGRESS) return ;;
+    SUCCESS | IN_PROGRESS)  # said only when run by hand (BACKUP_ONCE=1): the loop would say it every 10 min
+      [ "${BACKUP_ONCE:-0}" != 1 ] || echo "snapshot: ${repo}.${name} exists already (${state})"
+      return ;;
     "") ;;
     *) drop "$name" "it ended ${state}; taking it again" ;;
   esac

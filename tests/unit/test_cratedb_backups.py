@@ -73,5 +73,5 @@ def test_a_slot_whose_snapshot_failed_is_taken_again(crate):
 def test_a_slot_already_taken_is_left_alone(crate):
     crate.state.snapshots = {(REPO, slot_name()): {"state": "SUCCESS", "started": 1000}}
     result = run_once(crate, keep=3)
-    assert result.returncode == 0 and result.stdout == ""
+    assert result.returncode == 0 and result.stdout == f"snapshot: {REPO}.{slot_name()} exists already (SUCCESS)\n"
     assert not any(s.startswith(("CREATE SNAPSHOT", "DROP SNAPSHOT")) for s in crate.state.statements)
