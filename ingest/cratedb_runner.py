@@ -155,17 +155,21 @@ class CrateRunner:
         return found
 
     def ping(self) -> bool:
-        if self.local is None:
-            self._rediscover()
-        for client, server in ((self.local, self.servers[:1]), (self.others, self.servers[1:2])):
-            if client is None or not server:
-                continue
-            try:
-                client.server_infos(server[0])
-                return True
-            except Exception:  # noqa: BLE001 - any failure means "not reachable"
-                continue
-        self._rediscover()
+        """Whether any CrateDB node answers: the known ones in order, then, when none does, the node
+        list looked up again (in a rolling update every task gets a new address: asking only the
+        first two old ones made a host unready while writes went on through the third)."""
+        for attempt in range(2):
+            if attempt:
+                self.discovered_at = 0.0  # none answered: look the nodes up again now
+            if self.local is None or attempt:
+                self._rediscover()
+            for client, servers in ((self.local, self.servers[:1]), (self.others, self.servers[1:])):
+                for server in servers:
+                    try:
+                        client.server_infos(server)
+                        return True
+                    except Exception:  # noqa: BLE001 - any failure means "not reachable"
+                        continue
         return False
 
 

@@ -122,3 +122,18 @@ def test_a_node_that_swallows_connections_costs_seconds_not_the_whole_timeout(si
     assert took < CrateRunner.CONNECT_TIMEOUT_S * 2 + 1, took  # not the 30 s timeout
     # The local node did not answer: the node list was looked up again (its task may have moved).
     assert discovered and runner.servers == [crate.url]
+
+
+def test_ready_while_any_node_answers_and_after_every_task_moved(silent_address):
+    """In a rolling update every CrateDB task gets a new address: asking only the first two known
+    nodes made a host unready (503) while writes went on through the third (seen on the lab stack)."""
+    from ingest.cratedb_runner import CrateRunner
+    from tests.cratedb_double import CrateDouble
+
+    with CrateDouble() as crate:
+        crate.state.users["ingest"] = "pw"
+        third = CrateRunner([silent_address, silent_address + "/", crate.url], username="ingest", password="pw", timeout=30)
+        assert third.ping()
+        moved = CrateRunner([silent_address], username="ingest", password="pw", timeout=30, discover=lambda: [crate.url])
+        moved.discovered_at = 1e18  # looked up a moment ago: only a failed ping looks again at once
+        assert moved.ping() and moved.servers == [crate.url]
