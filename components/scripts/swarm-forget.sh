@@ -13,8 +13,16 @@ fail() { echo "swarm-forget ${HOST_NAME}: error: $*" >&2; exit 1; }
 docker() { timeout "${DOCKER_TIMEOUT:-120}" docker "$@"; }
 
 entries() { # id and state of every node entry whose hostname is HOST_NAME
-  docker node ls -q | xargs -r timeout "${DOCKER_TIMEOUT:-120}" docker node inspect -f '{{.ID}} {{.Description.Hostname}} {{.Status.State}}' |
-    awk -v h="$HOST_NAME" 'tolower($2) == tolower(h) { print $1, $3 }'
+  local ids id entry
+  ids=$(docker node ls -q) || return 1
+  for id in $ids; do
+    if entry=$(docker node inspect -f '{{.ID}} {{.Description.Hostname}} {{.Status.State}}' "$id" 2>&1); then
+      awk -v h="$HOST_NAME" 'tolower($2) == tolower(h) { print $1, $3 }' <<<"$entry"
+    elif [[ "$entry" != *"No such node"* ]]; then
+      echo "$entry" >&2
+      return 1
+    fi  # else: removed since the list was made (`pulumi destroy` forgets several hosts at once)
+  done
 }
 
 main() {
