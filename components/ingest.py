@@ -219,12 +219,17 @@ class Ingest(pulumi.ComponentResource):
         for platform in settings.platforms or (None,):
             tag = image if platform is None else f"{image}-{platform.split('/')[1]}"
             builder = ["docker", "build"] if platform is None else ["docker", "buildx", "build", "--platform", platform, "--load"]
+            stack_label = f"mds.stack={pulumi.get_project()}/{pulumi.get_stack()}"
             build = shlex.join([*builder, "-q", "--build-arg", f"BASE_IMAGE={settings.base_image}",
-                                "--label", f"mds.content={image.split(':')[1]}", "-t", tag, "-"])
+                                "--label", f"mds.content={image.split(':')[1]}", "--label", stack_label, "-t", tag, "-"])
+            # The images this stack built here before, for older content, go: each edit of ingest/
+            # left one behind (an update runs create again, never delete).
+            older = (f"docker image ls --filter label={stack_label} --format '{{{{.Repository}}}}:{{{{.Tag}}}}' | "
+                     f"grep -v ':{image.split(':')[1]}' | xargs -r docker image rm >/dev/null 2>&1 || true")
             builds[tag] = command.local.Command(
                 f"{name}-build-{platform.split('/')[1] if platform else 'here'}",
                 create=f"docker image inspect {tag} >/dev/null 2>&1 || {build} < {shlex.quote(str(context_file))} >&2 && "
-                       f"docker image inspect -f '{{{{.Id}}}}' {tag}",
+                       f"{{ {older}; }} && docker image inspect -f '{{{{.Id}}}}' {tag}",
                 delete=f"docker image rm {tag} >/dev/null 2>&1 || true",  # destroy leaves no image it made here
                 interpreter=["/bin/bash", "-c"],
                 opts=opts,

@@ -1,6 +1,8 @@
 """The ingest component under mocks: image builds on the hosts, the global service, TLS, secrets."""
 
 import base64
+import os
+import re
 import gzip
 import io
 import tarfile
@@ -139,3 +141,34 @@ def test_the_ingest_accepts_nothing_older_than_retention_keeps(deploy):
 def test_bad_ingest_settings_name_the_key(ingest, message):
     with pytest.raises(ConfigError, match=message):
         parse({"hosts": hosts(1), "ingest": ingest}, ssh_private_key="K")
+
+
+FAKE_LOCAL_DOCKER = """#!/usr/bin/env bash
+echo "$*" >> "$CALLS"
+case "$1 $2" in
+  "image inspect") grep -q '^build ' "$CALLS" && echo sha256:new ;;  # there once built
+  "image ls") printf 'mds-ingest:0000000000000001\\n%s\\n' "$CURRENT" ;;
+  *) cat > /dev/null ;;
+esac
+"""
+
+
+def test_a_build_here_removes_the_images_it_built_before_for_older_content(deploy, tmp_path):
+    """An edit of ingest/ runs the build command's create again (an update), never its delete:
+    every earlier image stayed on the operator's machine."""
+    import subprocess
+
+    from tests.program import plain
+    declared, _ = deploy({"hosts": hosts(1), "ingest": {"build": "local"}})
+    build = plain(declared["ingest-build-here"].inputs)
+    tag = re.search(r"-t (mds-ingest:\w+)", build["create"]).group(1)
+    assert "--label mds.stack=mds/test" in build["create"]
+    (tmp_path / "docker").write_text(FAKE_LOCAL_DOCKER)
+    (tmp_path / "docker").chmod(0o755)
+    result = subprocess.run([*build["interpreter"], build["create"]], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "CALLS": str(tmp_path / "calls"),
+                                 "CURRENT": tag})
+    assert result.returncode == 0 and result.stdout.strip() == "sha256:new", result.stderr
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert any(c.startswith("build ") for c in calls)
+    assert "image rm mds-ingest:0000000000000001" in calls and not any(c == f"image rm {tag}" for c in calls)
