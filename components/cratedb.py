@@ -26,7 +26,7 @@ from components.remote import Script, Step, remote_command
 from components.swarm_configs import fixed_name, go_duration, restart_always, swarm_config, swarm_secret, warn_unpinned
 from stack.config import BackupSettings, ConfigError, CrateDbSettings, HostSpec
 from stack.constants import (
-    CRATEDB_HTTP_PORT, CRATEDB_SERVICE, CRATEDB_STOP_GRACE_SECONDS, CRATEDB_TRANSPORT_PORT, READINGS_TABLE,
+    CRATEDB_HTTP_PORT, CRATEDB_SERVICE, CRATEDB_STOP_GRACE_SECONDS, CRATEDB_TRANSPORT_PORT, READINGS_TABLE, ROLLUP_TABLES,
 )
 
 FILES = Path(__file__).parent / "cratedb_files"
@@ -122,6 +122,21 @@ def table_sql(settings: CrateDbSettings) -> str:
     return " ".join(" ".join(lines).split()).replace("{replicas}", f"'{settings.replicas}'")
 
 
+def retention_tables(settings: CrateDbSettings) -> str:
+    """retention.sh's list: `table=months` for each table that keeps a limited history."""
+    kept = {READINGS_TABLE: settings.retention_months, ROLLUP_TABLES["1m"]: settings.rollups.minutes_retention_months,
+            ROLLUP_TABLES["1h"]: settings.rollups.hours_retention_months}
+    return " ".join(f"{table}={months}" for table, months in kept.items() if months)
+
+
+def rollup_tables_sql(settings: CrateDbSettings) -> list[tuple[str, str]]:
+    """(table, CREATE TABLE statement on one line) of the roll-up tables and their status."""
+    text = (SQL / "rollups.sql").read_text().replace("{replicas}", f"'{settings.replicas}'")
+    body = " ".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    statements = [" ".join(part.split()) for part in body.split(";") if part.strip()]
+    return [(re.search(r"CREATE TABLE IF NOT EXISTS (\S+)", s).group(1), s) for s in statements]
+
+
 def sql_statements(path: Path) -> list[str]:
     """Statements of a .sql file: one per line, `--` comments skipped."""
     return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("--")]
@@ -137,10 +152,11 @@ def schema_requests(settings: CrateDbSettings, passwords: dict[str, str], backup
     """Stdin of cratedb-schema.sh: one line per step, `label<TAB>body<TAB>[bodies to run on 409]<TAB>
     1 if CrateDB's error may be shown, else 0<TAB>body of a query that finds the step done, or empty`
     (bash's read joins empty tab-separated fields: only the last may be empty)."""
-    lines = [("table " + READINGS_TABLE, table_sql(settings), [], None, True),
-             # CREATE TABLE IF NOT EXISTS keeps an existing table as it is: a changed replica count needs this.
-             ("replicas " + READINGS_TABLE,
-              f"ALTER TABLE {READINGS_TABLE} SET (number_of_replicas = '{settings.replicas}')", [], None, True)]
+    tables = [(READINGS_TABLE, table_sql(settings)), *rollup_tables_sql(settings)]
+    lines = [(f"table {table}", create, [], None, True) for table, create in tables]
+    # CREATE TABLE IF NOT EXISTS keeps an existing table as it is: a changed replica count needs this.
+    lines += [(f"replicas {table}", f"ALTER TABLE {table} SET (number_of_replicas = '{settings.replicas}')", [], None, True)
+              for table, _ in tables]
     for user in USERS:
         create, alter = user_statements(user, passwords[user])
         lines.append((f"user {user}", create, [alter], None, False))
@@ -183,15 +199,15 @@ class CrateDb(pulumi.ComponentResource):
         backup = settings.backup
         crate_yml = render_crate_yml([h.spec for h in nodes], backup)
         configs = {"/crate/config/crate.yml": swarm_config(f"{name}-crate-yml", crate_yml, on_swarm)}
-        for script in ("start-crate.sh", "retention.sh") + (("snapshot.sh",) if backup else ()):
-            configs[f"/mds/{script}"] = swarm_config(f"{name}-{script.removesuffix('.sh')}", (FILES / script).read_text(), on_swarm)
+        for script in ("start-crate.sh", "retention.sh", "rollup.py") + (("snapshot.sh",) if backup else ()):
+            configs[f"/mds/{script}"] = swarm_config(f"{name}-{script.rsplit('.', 1)[0]}", (FILES / script).read_text(), on_swarm)
         mounts = [docker.ServiceTaskSpecContainerSpecMountArgs(type="bind", source=f"{args.data_root}/cratedb", target="/data")]
         if backup and backup.type == "fs":
             mounts.append(docker.ServiceTaskSpecContainerSpecMountArgs(type="bind", source=backup.location, target=SNAPSHOTS_DIR))
         env = {
             "CLUSTER_NAME": settings.cluster_name,
             "NODE_NAME": "{{.Node.Hostname}}",
-            "RETENTION_MONTHS": str(settings.retention_months),
+            "RETENTION_TABLES": retention_tables(settings),
             "STOP_GATE_SECONDS": str(CRATEDB_STOP_GRACE_SECONDS - 60),
         }
         if settings.heap_size:  # the image sets CRATE_HEAP_SIZE=512M: start-crate.sh reads this one
@@ -220,7 +236,7 @@ class CrateDb(pulumi.ComponentResource):
                     configs=[
                         docker.ServiceTaskSpecContainerSpecConfigArgs(
                             config_id=config.id, config_name=config.name, file_name=path,
-                            file_mode=0o555 if path.endswith(".sh") else 0o444,
+                            file_mode=0o555 if path.endswith((".sh", ".py")) else 0o444,
                         )
                         for path, config in configs.items()
                     ],

@@ -28,7 +28,9 @@ HOST_FIELDS = (
 INGEST_FIELDS = ("image", "imageSource", "build", "platforms", "baseImage", "extraCaFile", "port", "publishMode",
                  "revokedDevices", "tls", "memoryMb", "cpus", "edenRoles", "edenIssuers")
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-CRATEDB_FIELDS = ("version", "image", "digest", "imageSource", "heapSize", "replicas", "retentionMonths", "clusterName", "publishAdminUi", "backup")
+CRATEDB_FIELDS = ("version", "image", "digest", "imageSource", "heapSize", "replicas", "retentionMonths", "clusterName",
+                  "publishAdminUi", "backup", "rollups")
+ROLLUP_FIELDS = ("minutesRetentionMonths", "hoursRetentionMonths")
 BACKUP_FIELDS = {"fs": ("type", "location", "everyHours", "keep"),
                  "s3": ("type", "bucket", "basePath", "endpoint", "region", "everyHours", "keep")}
 AGENT_FIELDS = ("name", "address", "sshUser", "sshPort", "hostKey", "sensors", "intervalMs")
@@ -116,6 +118,13 @@ class ImageSource:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RollupSettings:
+    """How long the per-minute and per-hour roll-ups are kept (0: every month)."""
+    minutes_retention_months: int = 12
+    hours_retention_months: int = 120
+
+
+@dataclass(frozen=True, kw_only=True)
 class CrateDbSettings:
     version: str = "6.4.3"
     image: str = "crate"  # the official image; a mirror's repository may be named instead
@@ -124,6 +133,7 @@ class CrateDbSettings:
     heap_size: str | None = None  # e.g. "4g"; default: half the host's memory, below 31 GB
     replicas: int = 1
     retention_months: int = 0  # 0 keeps every month
+    rollups: RollupSettings = field(default_factory=lambda: RollupSettings())
     cluster_name: str = "mds"
     publish_admin_ui: bool = False  # publish port 4200 on every CrateDB host (host mode)
     backup: BackupSettings | None = None
@@ -658,6 +668,15 @@ def _parse_cratedb(raw: Any, node_count: int, default_source: str = "registry") 
     retention = raw.get("retentionMonths", 0)
     if isinstance(retention, bool) or not isinstance(retention, int) or retention < 0:
         raise ConfigError(f"{where}.retentionMonths: {retention!r} is not a number of months (0 keeps everything)")
+    rollups = raw.get("rollups", {})
+    _check_fields(rollups, f"{where}.rollups", ROLLUP_FIELDS)
+    kept = {}
+    for name, default in (("minutesRetentionMonths", RollupSettings.minutes_retention_months),
+                          ("hoursRetentionMonths", RollupSettings.hours_retention_months)):
+        value = rollups.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{where}.rollups.{name}: {value!r} is not a number of months (0 keeps everything)")
+        kept[name] = value
     cluster_name = raw.get("clusterName", CrateDbSettings.cluster_name)
     if not isinstance(cluster_name, str) or not _HOST_LABEL.match(cluster_name):
         raise ConfigError(f"{where}.clusterName: {cluster_name!r} is not allowed; use letters, digits and '-'")
@@ -668,6 +687,8 @@ def _parse_cratedb(raw: Any, node_count: int, default_source: str = "registry") 
         version=version, image=image, digest=_digest(raw, where), image_source=_parse_image_source(raw, where, default_source),
         heap_size=str(heap) if heap is not None else None, replicas=replicas,
         retention_months=retention, cluster_name=cluster_name, publish_admin_ui=publish,
+        rollups=RollupSettings(minutes_retention_months=kept["minutesRetentionMonths"],
+                               hours_retention_months=kept["hoursRetentionMonths"]),
         backup=_parse_backup(raw["backup"]) if raw.get("backup") is not None else None,
     )
 

@@ -24,6 +24,9 @@ CRATEDB_HTTP_PORT = 4200
 CRATEDB_TRANSPORT_PORT = 4300
 CRATEDB_PG_PORT = 5432
 READINGS_TABLE = "doc.readings"
+# Roll-ups of the readings (components/sql/rollups.sql, kept by components/cratedb_files/rollup.py).
+ROLLUP_TABLES = {"1m": "doc.readings_1m", "1h": "doc.readings_1h"}
+ROLLUP_STATUS_TABLE = "doc.rollup_status"
 # A stopping CrateDB task waits for GREEN (start-crate.sh) up to a minute less than this, so that a
 # rolling update or a drain takes the next node only once the previous one's replicas are back.
 CRATEDB_STOP_GRACE_SECONDS = 600

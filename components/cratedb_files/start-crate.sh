@@ -8,8 +8,8 @@
 # - shutdown gate: on SIGTERM (a rolling update, a drain) the node waits until the cluster is GREEN
 #   before it stops, so that a rolling restart takes the next node down only after the previous
 #   one has its replicas back. Bounded by STOP_GATE_SECONDS (below Swarm's stop grace period).
-# - retention and, when the stack asks for backups, snapshots run in the background on every
-#   node (retention.sh, snapshot.sh).
+# - retention, the roll-ups and, when the stack asks for backups, snapshots run in the background
+#   on every node (retention.sh, rollup.py, snapshot.sh).
 set -eu
 
 if ! ulimit -n 65536 2>/dev/null; then
@@ -49,6 +49,11 @@ stop_gate() {
 trap stop_gate TERM INT
 
 /mds/retention.sh &
+if command -v python3 >/dev/null; then
+  python3 /mds/rollup.py &
+else
+  echo "start-crate: no python3 in this image: the roll-ups are not kept (dashboards fall back to raw readings)" >&2
+fi
 [ ! -x /mds/snapshot.sh ] || /mds/snapshot.sh &
 /docker-entrypoint.sh crate &
 crate_pid=$!

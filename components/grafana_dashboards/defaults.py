@@ -13,7 +13,7 @@ from grafana_foundation_sdk.builders import dashboard
 from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
-from stack.constants import READINGS_TABLE
+from stack.constants import READINGS_TABLE, ROLLUP_STATUS_TABLE, ROLLUP_TABLES
 
 DATASOURCE_UID = "mds-cratedb"
 DATASOURCE_TYPE = "grafana-postgresql-datasource"
@@ -25,6 +25,7 @@ FOLDER_TITLE = "Machine Data Stack"
 # the same time at start (grafana/grafana#125079). The rules get a folder of their own.
 ALERT_FOLDER_TITLE = "MDS alert rules"
 TABLE = READINGS_TABLE
+MINUTES, HOURS = ROLLUP_TABLES["1m"], ROLLUP_TABLES["1h"]
 
 # A bucket of the dashboard's interval as epoch milliseconds, named `time`.
 BUCKET = 'floor(extract(epoch from {column}) * 1000 / $__interval_ms) * $__interval_ms AS "time"'
@@ -32,6 +33,21 @@ BUCKET = 'floor(extract(epoch from {column}) * 1000 / $__interval_ms) * $__inter
 
 def bucket(column: str = "ts") -> str:
     return BUCKET.format(column=column)
+
+
+# Which rows a panel reads, by its interval (Grafana's $__interval_ms grows with the time range):
+# below a minute the raw readings; up to an hour the minute roll-ups; beyond, the hour roll-ups. The
+# recent end always comes from what is not rolled up yet (minutes after the hours' watermark, raw
+# readings after the minutes'), so a panel never shows a gap or a dip at "now". Before the first
+# roll-up run the watermarks are 0: everything comes from the raw readings.
+def watermark(resolution: str) -> str:
+    return f"coalesce((SELECT watermark FROM {ROLLUP_STATUS_TABLE} WHERE resolution = '{resolution}'), 0)"
+
+
+RAW_PART = f"($__interval_ms < 60000 OR ts >= {watermark('1m')})"
+MINUTES_PART = (f"$__interval_ms >= 60000 AND bucket < {watermark('1m')} "
+                f"AND ($__interval_ms < 3600000 OR bucket >= {watermark('1h')})")
+HOURS_PART = f"$__interval_ms >= 3600000 AND bucket < {watermark('1h')}"
 
 
 class _SqlQuery(cogvariants.Dataquery):

@@ -2,27 +2,39 @@
 
 from grafana_foundation_sdk.builders import stat, table, timeseries
 
-from components.grafana_dashboards.defaults import TABLE, Sql, bucket, new_dashboard
+from components.grafana_dashboards.defaults import (
+    HOURS, HOURS_PART, MINUTES, MINUTES_PART, RAW_PART, TABLE, Sql, bucket, new_dashboard, watermark,
+)
 
 UID = "mds-sensors"
 
 
 def values_over_time():
+    # Means from sums and counts: exact whichever mix of raw rows and roll-ups an interval holds.
     return (timeseries.Panel().title("Values over time").description("Mean of each agent's sensor per interval")
             .height(10).span(24)
             .with_target(Sql(f"""
-                SELECT {bucket()}, agent || ' / ' || sensor AS metric, avg(reading['num']) AS value
-                FROM {TABLE} WHERE $__timeFilter(ts) AND reading['num'] IS NOT NULL
-                GROUP BY 1, 2 ORDER BY 1""")))
+                SELECT "time", metric, sum(total) / sum(n) AS value FROM (
+                  SELECT {bucket()}, agent || ' / ' || sensor AS metric, sum(reading['num']) AS total,
+                         count(reading['num']) AS n
+                  FROM {TABLE} WHERE $__timeFilter(ts) AND reading['num'] IS NOT NULL AND {RAW_PART} GROUP BY 1, 2
+                  UNION ALL
+                  SELECT {bucket('bucket')}, agent || ' / ' || sensor, sum("sum"), sum("count")
+                  FROM {MINUTES} WHERE $__timeFilter(bucket) AND {MINUTES_PART} GROUP BY 1, 2
+                  UNION ALL
+                  SELECT {bucket('bucket')}, agent || ' / ' || sensor, sum("sum"), sum("count")
+                  FROM {HOURS} WHERE $__timeFilter(bucket) AND {HOURS_PART} GROUP BY 1, 2
+                ) AS parts WHERE n > 0 GROUP BY 1, 2 ORDER BY 1, 2""")))
 
 
 def latest_values():
-    return (table.Panel().title("Latest value").description("The newest reading of every agent and sensor")
+    # Raw readings of the last day at most: a year's range would read a year of them.
+    return (table.Panel().title("Latest value").description("The newest reading of every agent and sensor heard from in the last day")
             .height(9).span(12)
             .with_target(Sql(f"""
                 SELECT agent, sensor, max_by(reading['num'], ts) AS value, max_by(reading['txt'], ts) AS text,
                        max_by(unit, ts) AS unit, max(ts) AS last_reading
-                FROM {TABLE} WHERE $__timeFilter(ts)
+                FROM {TABLE} WHERE $__timeFilter(ts) AND ts > now() - INTERVAL '1 day'
                 GROUP BY agent, sensor ORDER BY agent, sensor""", fmt="table")))
 
 
@@ -31,9 +43,13 @@ def readings_per_minute():
     return (stat.Panel().title("Readings per minute").description("All agents, the last whole interval, scaled to a minute")
             .height(9).span(6)
             .with_target(Sql(f"""
-                SELECT {bucket()}, count(*) * 60000.0 / $__interval_ms AS readings_per_minute
-                FROM {TABLE} WHERE $__timeFilter(ts)
-                  AND floor(extract(epoch from ts) * 1000 / $__interval_ms) < floor(extract(epoch from now()) * 1000 / $__interval_ms)
+                SELECT "time", sum(n) * 60000.0 / $__interval_ms AS readings_per_minute FROM (
+                  SELECT {bucket()}, count(*) AS n FROM {TABLE} WHERE $__timeFilter(ts) AND {RAW_PART} GROUP BY 1
+                  UNION ALL
+                  SELECT {bucket('bucket')}, sum(readings) FROM {MINUTES} WHERE $__timeFilter(bucket) AND {MINUTES_PART} GROUP BY 1
+                  UNION ALL
+                  SELECT {bucket('bucket')}, sum(readings) FROM {HOURS} WHERE $__timeFilter(bucket) AND {HOURS_PART} GROUP BY 1
+                ) AS parts WHERE "time" < floor(extract(epoch from now()) * 1000 / $__interval_ms) * $__interval_ms
                 GROUP BY 1 ORDER BY 1""")))
 
 
@@ -42,10 +58,15 @@ def silent_agents(silent_after_minutes: int):
             .description("Agents with readings in the last 7 days but none recently")
             .height(9).span(6)
             .with_target(Sql(f"""
-                SELECT agent, max(ts) AS last_reading,
-                       extract(epoch from now()) - extract(epoch from max(ts)) AS silent_seconds
-                FROM {TABLE} WHERE ts > now() - INTERVAL '7 days'
-                GROUP BY agent HAVING max(ts) < now() - INTERVAL '{silent_after_minutes} minutes'
+                SELECT agent, max(newest) AS last_reading,
+                       extract(epoch from now()) - extract(epoch from max(newest)) AS silent_seconds FROM (
+                  SELECT agent, max(ts) AS newest FROM {TABLE}
+                  WHERE ts > now() - INTERVAL '7 days' AND ts >= {watermark('1m')} GROUP BY agent
+                  UNION ALL
+                  SELECT agent, max(last_ts) FROM {MINUTES}
+                  WHERE bucket > now() - INTERVAL '7 days' AND bucket < {watermark('1m')} GROUP BY agent
+                ) AS parts
+                GROUP BY agent HAVING max(newest) < now() - INTERVAL '{silent_after_minutes} minutes'
                 ORDER BY last_reading""", fmt="table")))
 
 

@@ -89,7 +89,9 @@ def test_global_service_on_cratedb_hosts_with_pinned_image_and_data_dir(deploy):
 def test_configs_are_mounted_and_named_by_content(deploy):
     declared, _ = deploy({"hosts": hosts(3)})
     configs = {c["fileName"]: c for c in service_of(declared).inputs["taskSpec"]["containerSpec"]["configs"]}
-    assert set(configs) == {"/crate/config/crate.yml", "/mds/start-crate.sh", "/mds/retention.sh"}
+    assert set(configs) == {"/crate/config/crate.yml", "/mds/start-crate.sh", "/mds/retention.sh", "/mds/rollup.py"}
+    assert {path: c["fileMode"] for path, c in configs.items()} == {
+        "/crate/config/crate.yml": 0o444, "/mds/start-crate.sh": 0o555, "/mds/retention.sh": 0o555, "/mds/rollup.py": 0o555}
     crate_yml = declared["cratedb-crate-yml"]
     assert base64.b64decode(crate_yml.inputs["data"]).decode() == render_crate_yml(specs(3))
     # A changed host list changes the content, which replaces the config (Swarm configs are immutable).
@@ -137,7 +139,9 @@ def test_schema_runs_every_statement_through_cratedbs_grammar(deploy):
                    "SETTINGS_ATTRIBUTE": "mds_settings", "SETTINGS_VERSION": env["SETTINGS_VERSION"]}
     assert "cratedb-service" in schema.depends_on
     steps = [line.split("\t") for line in command_data(schema.inputs).splitlines()]
-    assert [s[0] for s in steps[:5]] == ["table doc.readings", "replicas doc.readings", "user admin", "user ingest", "user grafana"]
+    tables = ["doc.readings", "doc.readings_1m", "doc.readings_1h", "doc.rollup_status"]
+    assert [s[0] for s in steps[:11]] == [f"table {t}" for t in tables] + [f"replicas {t}" for t in tables] + [
+        "user admin", "user ingest", "user grafana"]
     assert any(s[0].startswith("repository") and s[4] for s in steps)
     # CrateDB's error may be shown for a step without a secret only.
     assert {s[0].split()[0]: s[3] for s in steps if s[0].startswith(("user", "table", "repository"))} == {
@@ -243,9 +247,55 @@ def test_statements_of_the_node_scripts_parse():
     from components.cratedb import FILES
 
     retention = (FILES / "retention.sh").read_text()
-    cutoff = re.search(r'cutoff="(.+)"', retention).group(1).replace("${RETENTION_MONTHS}", "3")
-    statements = [s.replace("${cutoff}", cutoff) for s in re.findall(r'sql "([^"]+)"', retention)]
+    cutoff = re.search(r'cutoff="(.+)"', retention).group(1).replace("$2", "3")
+    statements = [s.replace("${cutoff}", cutoff).replace("${1%%.*}", "doc").replace("${1#*.}", "readings").replace("$1", "doc.readings")
+                  for s in re.findall(r'sql "([^"]+)"', retention)]
     statements += re.findall(r'"stmt": "([^"]+)"', (FILES / "start-crate.sh").read_text())
     assert len(statements) == 3
     for statement in statements:
         assert len(sqlparse(statement, raise_exception=True)) == 1, statement
+
+
+def test_retention_covers_the_raw_readings_and_each_roll_up_as_configured(deploy):
+    declared, _ = deploy({"hosts": hosts(3), "cratedb": {"retentionMonths": 3, "rollups": {"hoursRetentionMonths": 0}}})
+    env = service_of(declared).inputs["taskSpec"]["containerSpec"]["env"]
+    assert env["RETENTION_TABLES"] == "doc.readings=3 doc.readings_1m=12"  # 0: the hours are kept for ever
+    declared, _ = deploy({"hosts": hosts(3)})
+    assert service_of(declared).inputs["taskSpec"]["containerSpec"]["env"]["RETENTION_TABLES"] == (
+        "doc.readings_1m=12 doc.readings_1h=120")  # by default every raw reading is kept
+
+
+@pytest.mark.parametrize("rollups, message", [
+    ({"minutes": 3}, r"mds:cratedb\.rollups: unknown field\(s\) minutes"),
+    ({"hoursRetentionMonths": -1}, r"mds:cratedb\.rollups\.hoursRetentionMonths: -1 is not a number of months"),
+    ({"minutesRetentionMonths": "12"}, r"mds:cratedb\.rollups\.minutesRetentionMonths: '12' is not a number of months"),
+])
+def test_roll_up_retention_is_checked_naming_the_key(rollups, message):
+    with pytest.raises(ConfigError, match=message):
+        parse({"hosts": hosts(3), "cratedb": {"rollups": rollups}}, ssh_private_key="KEY")
+
+
+def test_the_roll_up_job_s_statements_parse_as_cratedb_sql():
+    """The job's SQL runs on real CrateDB in tests/contract (test_rollups_on_cratedb.py); here, in
+    every tier, CrateDB's grammar accepts each statement it sends."""
+    import importlib.util
+    import sys
+
+    from components.cratedb import FILES
+    spec = importlib.util.spec_from_file_location("rollup_job_unit", FILES / "rollup.py")
+    job = importlib.util.module_from_spec(spec)
+    sys.modules["rollup_job_unit"] = job
+    spec.loader.exec_module(job)
+    sent = []
+    def answer(stmt: str, args=None) -> dict:
+        sent.append(stmt)
+        if stmt.startswith("SELECT watermark"):
+            return {"rows": [[1_000_000, 1_000_000]]}
+        if stmt.startswith("SELECT DISTINCT"):
+            return {"rows": [[900_000], [960_000]]}  # late buckets: their upsert is sent too
+        return {"rows": [], "rowcount": 1}
+    job.sql = answer
+    job.run_all(10_000_000, 60_000, 10_000, 100)
+    assert any(s.startswith("INSERT INTO doc.readings_1m") for s in sent) and any("doc.readings_1h" in s for s in sent)
+    for statement in sent:
+        assert len(sqlparse(statement.replace("?", "1"), raise_exception=True)) == 1, statement

@@ -19,6 +19,7 @@ from stack.config import AlertSettings, ContactPoint, GrafanaSettings, ReadingRa
 from tests.unit.conftest import hosts, is_secret, plain
 
 READINGS_SQL = Path(__file__).resolve().parents[2] / "components" / "sql" / "readings.sql"
+ROLLUPS_SQL = READINGS_SQL.with_name("rollups.sql")
 
 # Columns of the sys tables the dashboards read (CrateDB docs/admin/system-information.rst).
 SYS_COLUMNS = {
@@ -32,7 +33,15 @@ SYS_COLUMNS = {
 }
 KEYWORDS = {"select", "from", "where", "group", "by", "order", "as", "and", "or", "is", "not", "null", "between",
             "having", "desc", "asc", "interval", "false", "true", "epoch", "count", "on", "timestamp", "with", "time",
-            "zone"}
+            "zone", "union", "all"}
+
+
+def rollup_columns() -> dict[str, set[str]]:
+    """Each roll-up table's columns, from its one definition."""
+    tables = {}
+    for name, body in re.findall(r"CREATE TABLE IF NOT EXISTS (\S+) \((.*?)\n\)", ROLLUPS_SQL.read_text(), re.S):
+        tables[name] = {c.strip('"') for c in re.findall(r'^\s{4}("?\w+"?) ', body, re.M)} - {"PRIMARY"}
+    return tables
 
 
 def readings_columns() -> set[str]:
@@ -55,19 +64,20 @@ def expand_macros(sql: str) -> str:
     return sql
 
 
-def columns_read(sql: str) -> tuple[str, set[str]]:
-    """The one table a query reads and the column references in it (names, with subscripts)."""
-    table = re.search(r"\bFROM\s+(\w+\.\w+)", sql, re.I).group(1)  # not "extract(epoch FROM ts)"
+def columns_read(sql: str) -> tuple[set[str], set[str]]:
+    """The tables a query reads and the column references in it (names, with subscripts)."""
+    tables = set(re.findall(r"\bFROM\s+(\w+\.\w+)", sql, re.I))  # not "extract(epoch FROM ts)"
     protected = re.sub(r"\['(\w+)'\]", r"[\1]", sql)  # subscripts are names, not text literals
     without_literals = re.sub(r"'[^']*'", "''", protected)
     aliases = {a.lower() for a in re.findall(r'\bAS\s+"?(\w+)"?', without_literals, re.I)}
+    table_parts = {part for table in tables for part in table.split(".")}
     refs = set()
     for match in re.finditer(r'"?([A-Za-z_]\w*)"?((?:\[\w+\])*)\s*(\()?', without_literals):
         name, subscripts, call = match.group(1), match.group(2), match.group(3)
-        if call or name.lower() in KEYWORDS | aliases or name in table.split("."):
+        if call or name.lower() in KEYWORDS | aliases or name in table_parts:
             continue
         refs.add(name + re.sub(r"\[(\w+)\]", r"['\1']", subscripts))
-    return table, refs
+    return tables, refs
 
 
 def every_query(settings: AlertSettings = AlertSettings()) -> list[tuple[str, str]]:
@@ -98,13 +108,15 @@ def test_three_dashboards_with_fixed_unique_uids_in_sorted_json():
 def test_every_query_parses_as_cratedb_sql_and_reads_only_known_columns(where, sql):
     expanded = expand_macros(sql)
     assert len(sqlparse(expanded, raise_exception=True)) == 1, where
-    table, refs = columns_read(expanded)
-    known = readings_columns() if table == "doc.readings" else SYS_COLUMNS[table]
+    tables, refs = columns_read(expanded)
+    columns = {"doc.readings": readings_columns(), **rollup_columns(), **SYS_COLUMNS}
+    known = set().union(*(columns[t] for t in tables))  # of the tables the query reads, together
     assert refs <= known, f"{where}: unknown columns {sorted(refs - known)}"
 
 
 def test_the_column_check_catches_a_column_the_schema_does_not_have():
-    _, refs = columns_read("SELECT agent, reading['temp'], humidity FROM doc.readings WHERE ts > now()")
+    tables, refs = columns_read("SELECT agent, reading['temp'], humidity FROM doc.readings WHERE ts > now()")
+    assert tables == {"doc.readings"}
     assert refs - readings_columns() == {"reading['temp']", "humidity"}
 
 
