@@ -19,21 +19,28 @@ pytestmark = pytest.mark.skipif(not REAL, reason="needs a real CrateDB (MDS_CRAT
 
 @pytest.fixture(scope="module")
 def table():
-    crate = Crate(REAL)
-    name = f"mds_grafana_{secrets.token_hex(4)}.readings"
+    """The readings table and the roll-ups, in a schema of this run's own."""
+    from components.cratedb import rollup_tables_sql
+    from stack.config import CrateDbSettings
+    crate, schema = Crate(REAL), f"mds_grafana_{secrets.token_hex(4)}"
+    name = f"{schema}.readings"
     crate.ok(readings_ddl(name))
+    rollups = rollup_tables_sql(CrateDbSettings(replicas=0))
+    for _, create in rollups:
+        crate.ok(create.replace("doc.", f"{schema}."))
     now = int(time.time() * 1000)
     rows = [[now - 1000 * i, f"pi-{i % 3}", "temperature", {"num": 20.0 + i}, "celsius", {"line": i}] for i in range(60)]
     crate.ok(insert_statement(name), bulk_args=rows)
     crate.ok(f"REFRESH TABLE {name}")
-    yield crate, name
-    crate.ok(f"DROP TABLE IF EXISTS {name}")
+    yield crate, schema
+    for table_name in [name] + [t.replace("doc.", f"{schema}.") for t, _ in rollups]:
+        crate.ok(f"DROP TABLE IF EXISTS {table_name}")
 
 
 @pytest.mark.parametrize("where, sql", every_query(), ids=[w for w, _ in every_query()])
 def test_every_query_runs_on_cratedb(table, where, sql):
-    crate, name = table
-    expanded = expand_macros(sql).replace("doc.readings", name)
+    crate, schema = table
+    expanded = expand_macros(sql).replace("doc.", f"{schema}.")
     status, body = crate.sql(expanded)
     assert status == 200, (where, expanded, body)
     assert "cols" in body

@@ -33,7 +33,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from components.cratedb import table_sql
+from components.cratedb import rollup_tables_sql, table_sql
 from components.grafana import PROVISIONING, grafana_env, provisioning_files
 from components.grafana_dashboards import alerts, dashboards
 from components.grafana_dashboards.defaults import ALERT_FOLDER_TITLE, DATASOURCE_UID, FOLDER_TITLE, FOLDER_UID
@@ -170,7 +170,9 @@ def readings():
     one normal, one out of range now, one silent for longer than the rule allows."""
     crate, tag = Crate(REAL), secrets.token_hex(3)
     password = secrets.token_urlsafe(18)
-    crate.ok(table_sql(parse({"hosts": hosts(1)}, ssh_private_key="KEY").cratedb))
+    settings = parse({"hosts": hosts(1)}, ssh_private_key="KEY").cratedb
+    for create in [table_sql(settings)] + [c for _, c in rollup_tables_sql(settings)]:  # as the schema step makes them
+        crate.ok(create)
     if crate.sql(f"CREATE USER grafana WITH (password = '{password}')")[0] == 409:
         crate.ok(f"ALTER USER grafana SET (password = '{password}')")
     for grant in GRANTS.read_text().splitlines():
