@@ -35,18 +35,18 @@ hosts = [
 swarm = Swarm("swarm", SwarmArgs(hosts=hosts, ssh_private_key=ssh_key, simulated=lab is not None))
 cratedb = CrateDb("cratedb", CrateDbArgs(
     hosts=hosts, settings=config.cratedb, data_root=config.data_root,
-    docker_provider=swarm.docker, network=swarm.network, passwords=config.passwords,
-    backup_keys=config.backup_keys, ssh=ssh,
+    docker_provider=swarm.docker, network=swarm.network, passwords=config.secrets.passwords,
+    backup_keys=config.secrets.backup_keys, ssh=ssh,
 ))
 ingest = Ingest("ingest", IngestArgs(
     hosts=hosts, settings=config.ingest, docker_provider=swarm.docker, network=swarm.network,
-    crate_password_secret=cratedb.secrets["ingest"], secrets=config.ingest_secrets,
+    crate_password_secret=cratedb.secrets["ingest"], secrets=config.secrets.ingest,
     retention_months=config.cratedb.retention_months, ssh=ssh,
 ))
 grafana = Grafana("grafana", GrafanaArgs(
     hosts=hosts, settings=config.grafana, docker_provider=swarm.docker, network=swarm.network,
-    db_password_secret=cratedb.secrets["grafana"], admin_password=config.grafana_admin_password,
-    smtp_password=config.grafana_smtp_password, ssh=ssh,
+    db_password_secret=cratedb.secrets["grafana"], admin_password=config.secrets.grafana_admin_password,
+    smtp_password=config.secrets.grafana_smtp_password, ssh=ssh,
 ))
 agents = Agents("agents", AgentsArgs(
     # A lab agent runs inside a simulated host: it reaches the ingest on the lab bridge.

@@ -23,9 +23,7 @@ import pulumi_command as command
 
 from components.remote import Script, Step, connection, needs_sudo, remote_command
 from ingest import tokens
-from pi.config import ConfigError as AgentConfigError
-from pi.config import parse_sensors
-from stack.config import AgentSpec, ConfigError, key
+from stack.model import AgentSpec
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pi"
 UNIT = Path(__file__).parent / "agent_files" / "mds-agent.service"
@@ -41,13 +39,6 @@ class AgentsArgs:
     token_secret: pulumi.Input[str]  # the ingest's token secret (secret)
     ca_certificate: pulumi.Input[str] | None = None  # the stack CA when the ingest serves TLS
 
-    def __post_init__(self) -> None:
-        for i, agent in enumerate(self.agents):
-            try:
-                parse_sensors(list(agent.sensors), f"{key('agents')}[{i}].sensors")
-            except AgentConfigError as e:
-                raise ConfigError(str(e)) from None
-
 
 def _toml_value(value) -> str:
     if isinstance(value, bool):
@@ -58,7 +49,7 @@ def _toml_value(value) -> str:
         return json.dumps(value)  # a TOML basic string for these values
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise ConfigError(f"cannot write {value!r} into the agent's config")
+    raise TypeError(f"cannot write {value!r} into the agent's config")
 
 
 def agent_toml(agent: AgentSpec, endpoints: Sequence[str], with_ca: bool) -> str:

@@ -24,7 +24,7 @@ from components.hosts import Host
 from components.images import service_image, ship_to_hosts
 from components.remote import Script, Step, remote_command
 from components.swarm_configs import fixed_name, go_duration, restart_always, swarm_config, swarm_secret, warn_unpinned
-from stack.config import BackupSettings, ConfigError, CrateDbSettings, HostSpec
+from stack.model import BackupSettings, CrateDbSettings, HostSpec
 from stack.constants import (
     CRATEDB_HTTP_PORT, CRATEDB_SERVICE, CRATEDB_STOP_GRACE_SECONDS, CRATEDB_TRANSPORT_PORT, READINGS_TABLE, ROLLUP_TABLES,
 )
@@ -49,11 +49,6 @@ class CrateDbArgs:
     passwords: dict[str, Any]  # user -> secret Output; missing users get a generated password
     backup_keys: dict[str, Any] | None = None  # backupAccessKey / backupSecretKey for s3, secret
     ssh: SshAccess | None = None  # how this machine reaches the hosts, to ship the image (imageSource)
-
-    def __post_init__(self) -> None:
-        unknown = set(self.passwords) - set(USERS)
-        if unknown:
-            raise ConfigError(f"unknown CrateDB users {sorted(unknown)}; users are {', '.join(USERS)}")
 
 
 def cluster_settings(nodes: Sequence[HostSpec]) -> dict[str, str]:
@@ -242,7 +237,7 @@ class CrateDb(pulumi.ComponentResource):
                     ],
                     # Liveness only: 200 (in a cluster) or 503 (no master yet) both mean the node
                     # runs. A check that waits for a master would keep the task out of
-                    # tasks.cratedb DNS and a new cluster from ever forming (REFERENCE.md, pitfall 1).
+                    # tasks.cratedb DNS and a new cluster from ever forming (moby/moby#36737; docs/cratedb.md).
                     healthcheck=docker.ServiceTaskSpecContainerSpecHealthcheckArgs(
                         tests=["CMD-SHELL", "curl -s -o /dev/null -w '%{http_code}' "
                                f"http://127.0.0.1:{CRATEDB_HTTP_PORT}/ | grep -qE '^(200|503)$'"],
@@ -269,7 +264,7 @@ class CrateDb(pulumi.ComponentResource):
         )
 
         # Users and schema, from inside a CrateDB container on the first CrateDB host: the
-        # superuser has no password and is trusted on loopback only (REFERENCE.md, pitfall 3).
+        # superuser has no password and is trusted on loopback only (crate/crate docs/admin/auth/hba.rst).
         runner = nodes[0]
         self.schema = remote_command(
             f"{name}-schema",

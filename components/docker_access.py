@@ -21,7 +21,8 @@ from typing import Any
 
 import pulumi
 
-from stack.config import HostSpec, state_dir
+from stack import state_dir
+from stack.model import HostSpec
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from components.docker_access import SshAccess
 from components.hosts import Host
 from components.images import service_image, ship_to_hosts
 from components.swarm_configs import SECRETS_DIR, fixed_name, go_duration, restart_always, swarm_config, swarm_secret, warn_unpinned
-from stack.config import GrafanaSettings
+from stack.model import GrafanaSettings
 from stack.constants import CRATEDB_PG_PORT, CRATEDB_SERVICE
 
 SERVICE = "grafana"

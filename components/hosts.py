@@ -9,7 +9,7 @@ import pulumi
 import pulumi_command as command
 
 from components.remote import Script, Step, connection, needs_sudo, remote_command
-from stack.config import ConfigError, HostSpec
+from stack.model import HostSpec
 from stack.constants import DATA_DIRS, VM_MAX_MAP_COUNT
 
 PROVISION = Script("provision-host.sh")
@@ -21,10 +21,6 @@ class HostArgs:
     ssh_private_key: Any  # pulumi.Input[str], secret
     data_root: str
     backup_dir: str | None = None  # fs backups: the shared directory CrateDB's snapshots go to
-
-    def __post_init__(self) -> None:
-        if not self.data_root.startswith("/"):
-            raise ConfigError(f"mds:dataRoot: {self.data_root!r} must be an absolute path")
 
 
 def provision_env(spec: HostSpec, data_root: str, backup_dir: str | None = None) -> dict[str, str]:

@@ -26,7 +26,8 @@ import pulumi_command as command
 
 from components.docker_access import SshAccess, ssh_command
 from components.hosts import Host
-from stack.config import ConfigError, ImageSource, key, state_dir
+from stack import ConfigError, key, state_dir
+from stack.model import ImageSource
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 

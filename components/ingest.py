@@ -32,7 +32,9 @@ from components.images import service_image, ship_to_hosts
 from components.ingest_wheels import wheels
 from components.remote import Script, Step, remote_command
 from components.swarm_configs import SECRETS_DIR, fixed_name, restart_always, swarm_secret
-from stack.config import ConfigError, IngestSettings, is_ip, state_dir
+from stack import state_dir
+from stack.checks import is_ip
+from stack.model import IngestSettings
 from stack.constants import CRATEDB_HTTP_PORT, CRATEDB_SERVICE, READINGS_TABLE
 
 SOURCE = Path(__file__).resolve().parents[1] / "ingest"
@@ -50,11 +52,6 @@ class IngestArgs:
     secrets: dict[str, Any]  # ingestTokenSecret, edenJwtSecret, ingestTlsCert, ingestTlsKey (optional)
     retention_months: int = 0  # CrateDB's retention: the ingest accepts nothing older than it keeps
     ssh: SshAccess | None = None  # how this machine reaches the hosts, to ship the image
-
-    def __post_init__(self) -> None:
-        if self.settings.tls == "provided" and not {"ingestTlsCert", "ingestTlsKey"} <= set(self.secrets):
-            raise ConfigError("mds:ingest.tls is 'provided': set the secrets ingestTlsCert and ingestTlsKey "
-                              "(pulumi config set --secret ingestTlsCert < cert.pem)")
 
 
 def build_context(extra_ca: bytes = b"") -> bytes:

@@ -17,12 +17,12 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_tls as tls
 
-from stack.config import LAB_GRAFANA_PORT, LAB_INGEST_PORT, LAB_SSH_PORT, ConfigError, LabSettings
+from stack.model import LAB_GRAFANA_PORT, LAB_INGEST_PORT, LAB_SSH_PORT, LabSettings
 
 HOST_IMAGE_DIR = Path(__file__).parent / "lab-host"
 LABEL = "mds.lab"
 SHARED_DIR = "/srv/shared"
-# Where --privileged is refused (DESIGN.md): every capability but SYS_RESOURCE, no seccomp or
+# Where --privileged is refused (docs/operations.md, "The lab"): every capability but SYS_RESOURCE, no seccomp or
 # AppArmor profile, all devices, and the host's cgroup tree writable for the inner engine.
 CAPABILITY_WORKAROUND = {
     "capabilities": docker.ContainerCapabilitiesArgs(adds=["ALL"], drops=["SYS_RESOURCE"]),
@@ -45,10 +45,6 @@ def host_image_tag(base_image: str, directory: Path = HOST_IMAGE_DIR) -> str:
 class LabArgs:
     settings: LabSettings
     host_names: tuple[str, ...]  # lab1..labN, as the stack config names them
-
-    def __post_init__(self) -> None:
-        if len(self.host_names) != self.settings.hosts:
-            raise ConfigError(f"mds:lab.hosts: {self.settings.hosts} hosts, but {len(self.host_names)} names")
 
 
 class Lab(pulumi.ComponentResource):

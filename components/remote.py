@@ -29,7 +29,7 @@ from pathlib import Path
 import pulumi
 import pulumi_command as command
 
-from stack.config import AgentSpec, HostSpec
+from stack.model import AgentSpec, HostSpec
 
 SCRIPTS_DIR = Path(__file__).parent / "scripts"
 

@@ -26,8 +26,7 @@ from components.docker_access import docker_host, ssh_opts
 from components.hosts import Host
 from components.remote import Script, Step, remote_command
 from components.swarm_configs import fixed_name
-from stack.config import ConfigError
-from stack.constants import CRATEDB_STOP_GRACE_SECONDS, MAX_MANAGERS, OVERLAY_NETWORK, SWARM_PORT
+from stack.constants import CRATEDB_STOP_GRACE_SECONDS, OVERLAY_NETWORK, SWARM_PORT
 
 INIT = Script("swarm-init.sh")
 JOIN = Script("swarm-join.sh")
@@ -49,16 +48,6 @@ class SwarmArgs:
     hosts: Sequence[Host]
     ssh_private_key: pulumi.Input[str]  # for the Docker provider's ssh:// transport
     simulated: bool = False  # lab hosts: new host keys with every new container, so none is checked
-
-    def __post_init__(self) -> None:
-        managers = [h for h in self.hosts if h.spec.is_manager]
-        if not managers:
-            raise ConfigError("mds:hosts: the swarm needs at least one host with role 'manager'")
-        if len(managers) % 2 == 0 or len(managers) > MAX_MANAGERS:
-            raise ConfigError(f"mds:hosts: {len(managers)} managers; use an odd number up to {MAX_MANAGERS}")
-        names = [h.spec.name for h in self.hosts]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"mds:hosts: host names repeat: {names}")
 
 
 def last_json_line(stdout: str) -> dict:

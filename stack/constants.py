@@ -13,7 +13,7 @@ DATA_DIRS = {
     "grafana": "472:472",
 }
 
-VM_MAX_MAP_COUNT = 262144  # CrateDB bootstrap check (REFERENCE.md, bootstrap checks)
+VM_MAX_MAP_COUNT = 262144  # CrateDB bootstrap check (crate/crate BootstrapChecks.java)
 MAX_MANAGERS = 7
 DEFAULT_MANAGERS = 3
 SWARM_PORT = 2377

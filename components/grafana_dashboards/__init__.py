@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from components.grafana_dashboards import alerts, cluster, ingest, sensors
 from components.grafana_dashboards.defaults import DATASOURCE_TYPE, DATASOURCE_UID, FOLDER_TITLE, FOLDER_UID, to_json
-from stack.config import AlertSettings
+from stack.model import AlertSettings
 
 DASHBOARDS_DIR = "/etc/grafana/dashboards"
 range_rule_uid = alerts.range_rule_uid

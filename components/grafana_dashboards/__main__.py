@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from components.grafana_dashboards import alerting, dashboards
-from stack.config import AlertSettings
+from stack.model import AlertSettings
 
 if __name__ == "__main__":
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "grafana-out")

@@ -16,7 +16,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.alerting import RelativeTimeRange
 
 from components.grafana_dashboards.defaults import ALERT_FOLDER_TITLE, DATASOURCE_UID, TABLE, Sql
-from stack.config import AlertSettings, ContactPoint, ReadingRange
+from stack.model import AlertSettings, ContactPoint, ReadingRange
 
 GROUP = "mds"
 CONTACT_POINT = "mds"

@@ -1,8 +1,8 @@
 """Shared defaults of the dashboards: the datasource, the SQL query target, panel sizes, JSON output.
 
 The SDK has no builder for the PostgreSQL datasource's query, so `Sql` is a small one: a raw SQL
-target in code mode. The time column of every time series is called `time` (REFERENCE.md, B);
-buckets follow the dashboard's interval through `$__interval_ms` (pitfall 13).
+target in code mode. The time column of every time series is called `time` (Grafana's sqleng data frames);
+buckets follow the dashboard's interval through `$__interval_ms` (`$__unixEpochFilter` would compare seconds with milliseconds).
 """
 
 from __future__ import annotations

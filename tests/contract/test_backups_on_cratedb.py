@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from components.cratedb import repository_sql
-from stack.config import BackupSettings
+from stack.model import BackupSettings
 from tests.contract.test_cratedb_contract import REAL, Crate, crate  # noqa: F401  (the fixture)
 
 SNAPSHOT_SH = (Path(__file__).resolve().parents[2] / "components" / "cratedb_files" / "snapshot.sh").read_text()

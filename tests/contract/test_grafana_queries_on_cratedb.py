@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not REAL, reason="needs a real CrateDB (MDS_CRAT
 def table():
     """The readings table and the roll-ups, in a schema of this run's own."""
     from components.cratedb import rollup_tables_sql
-    from stack.config import CrateDbSettings
+    from stack.model import CrateDbSettings
     crate, schema = Crate(REAL), f"mds_grafana_{secrets.token_hex(4)}"
     name = f"{schema}.readings"
     crate.ok(readings_ddl(name))

@@ -172,7 +172,7 @@ def test_panels_through_the_roll_ups_show_what_the_raw_readings_show_up_to_now(s
     """The dashboards' roll-up queries, for a range ending now, give per interval the same counts
     and means as the raw readings alone: no gap and no dip at the recent end."""
     from components.grafana_dashboards import dashboards
-    from stack.config import AlertSettings
+    from stack.model import AlertSettings
     crate, name = schema
     load_job().run_all(int(time.time() * 1000), LAG_MS, MARGIN_MS, 10_000, name)
     now = int(time.time() * 1000)

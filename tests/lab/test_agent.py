@@ -11,7 +11,7 @@ import pytest
 from components.agents import INSTALL, REMOVE, bundle
 from components.remote import Step, standalone
 from ingest import tokens
-from stack.config import AgentSpec
+from stack.model import AgentSpec
 from tests.recording_receiver import RecordingReceiver
 
 SECRET = b"lab-token-secret-of-at-least-32-chars"

@@ -60,7 +60,7 @@ def local_engine(monkeypatch):
     """This machine's Docker engine as components/images.py asks it for the id of an image it
     ships (`imageSource: local`): it holds LOCAL_IMAGES, each with the id local_id(reference)."""
     from components import images
-    from stack.config import ConfigError
+    from stack import ConfigError
     held = set(LOCAL_IMAGES)
 
     def image_id(reference: str, where: str) -> str:

@@ -14,7 +14,7 @@ def parse_hosts(host_list, **extra):
 def test_defaults_for_three_hosts():
     config = parse_hosts(hosts(3))
     assert [h.role for h in config.hosts] == ["manager"] * 3
-    assert config.first_manager.name == "node1"
+    assert next(h for h in config.hosts if h.is_manager).name == "node1"  # the swarm's first manager
     assert config.hosts[0].private_address == "192.0.2.11"
     assert config.hosts[0].ssh_user == "root" and config.hosts[0].ssh_port == 22
     assert config.hosts[0].node_labels() == {"mds.cratedb": "true", "mds.grafana": "true", "mds.ingest": "true"}
@@ -24,8 +24,7 @@ def test_defaults_for_three_hosts():
 @pytest.mark.parametrize("count, managers", [(1, 1), (2, 1), (3, 3), (4, 3), (6, 3)])
 def test_default_manager_count_is_odd_and_at_most_three(count, managers):
     config = parse_hosts(hosts(count))
-    assert len(config.managers) == managers
-    assert [h.name for h in config.managers] == [f"node{i + 1}" for i in range(managers)]
+    assert [h.name for h in config.hosts if h.is_manager] == [f"node{i + 1}" for i in range(managers)]
 
 
 def test_explicit_roles_make_the_others_workers():
@@ -46,7 +45,7 @@ def test_full_host_entry():
     assert host.node_labels() == {"mds.cratedb": "true", "mds.ingest": "true", "site.hall": "3"}
     assert host.host_key == "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx"
     assert config.data_root == "/data/mds"
-    assert [h.name for h in config.hosts_for("grafana")] == ["pi-2"]
+    assert [h.name for h in config.hosts if "grafana" in h.services] == ["pi-2"]
 
 
 def test_every_service_needs_a_host():

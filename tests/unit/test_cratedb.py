@@ -10,11 +10,12 @@ from cratedb_sqlparse import sqlparse
 
 from components.cratedb import cluster_settings, render_crate_yml, schema_requests
 from stack import ConfigError, parse
-from stack.config import CrateDbSettings, check_password
+from stack.model import CrateDbSettings
+from stack.secrets import check_password
 from tests.unit.conftest import command_data, hosts, is_secret, plain
 from tests.unit.test_hosts import script_and_env
 
-# Settings CrateDB documents for 6.4 (docs/config/node.rst, cluster.rst, auth/hba.rst; REFERENCE.md A).
+# Settings CrateDB documents for 6.4 (docs/config/node.rst, cluster.rst, auth/hba.rst).
 DOCUMENTED_SETTINGS = {
     "cluster.name", "node.name", "path.data", "path.logs", "blobs.path", "network.host",
     "network.publish_host", "discovery.seed_hosts", "cluster.initial_master_nodes",
@@ -46,7 +47,7 @@ def test_crate_yml_uses_only_documented_settings_and_known_variables():
     assert set(settings) <= DOCUMENTED_SETTINGS, set(settings) - DOCUMENTED_SETTINGS
     assert "{" not in text.replace("${", "")  # every {placeholder} filled
     assert settings["node.name"] == "${NODE_NAME}" and settings["cluster.name"] == "${CLUSTER_NAME}"
-    assert settings["path.data"] == "/data/data"  # our crate.yml replaces the image's (pitfall 8)
+    assert settings["path.data"] == "/data/data"  # our crate.yml replaces the image's
     assert settings["network.publish_host"] == "_eth0:ipv4_"
     assert settings["auth.host_based.enabled"] is True
     hba = settings["auth.host_based.config"]
@@ -75,7 +76,7 @@ def test_global_service_on_cratedb_hosts_with_pinned_image_and_data_dir(deploy):
     assert "MDS_HEAP_SIZE" not in container["env"]  # half the host's memory, computed on the host
     assert container["commands"] == ["/bin/sh", "/mds/start-crate.sh"] and container["init"] is True
     assert spec["networksAdvanceds"] == [{"id": "swarm-network-id"}]
-    # Liveness only (pitfall 1): 503 "no master yet" counts as alive.
+    # Liveness only (docs/cratedb.md): 503 "no master yet" counts as alive.
     test = " ".join(container["healthcheck"]["tests"])
     assert "http://127.0.0.1:4200/" in test and "^(200|503)$" in test
     update = inputs["updateConfig"]
@@ -154,7 +155,7 @@ def test_schema_runs_every_statement_through_cratedbs_grammar(deploy):
                 # `ALTER REPOSITORY name=ident SET ( genericProperties )` (SqlBaseParser.g4, #alterRepository).
                 assert re.fullmatch(r"ALTER REPOSITORY \w+ SET \(\w+ = (?:'[^']*'|true)(?:, \w+ = (?:'[^']*'|true))*\)", statement)
                 continue
-            parsed = sqlparse(statement, raise_exception=True)  # one statement at a time (DESIGN.md)
+            parsed = sqlparse(statement, raise_exception=True)  # one statement at a time: with several, cratedb-sqlparse can drop a bad last one
             assert len(parsed) == 1, (label, statement)
     table = json.loads(steps[0][1])["stmt"]
     assert "PARTITIONED BY (month)" in table and "number_of_replicas = '1'" in table

@@ -15,7 +15,7 @@ from cratedb_sqlparse import sqlparse
 from components import grafana_dashboards as gd
 from components.grafana import provisioning_files
 from stack import ConfigError, parse
-from stack.config import AlertSettings, ContactPoint, GrafanaSettings, ReadingRange
+from stack.model import AlertSettings, ContactPoint, GrafanaSettings, ReadingRange
 from tests.unit.conftest import hosts, is_secret, plain
 
 READINGS_SQL = Path(__file__).resolve().parents[2] / "components" / "sql" / "readings.sql"
@@ -55,7 +55,7 @@ def readings_columns() -> set[str]:
 
 
 def expand_macros(sql: str) -> str:
-    """The PostgreSQL datasource's macros as Grafana expands them (REFERENCE.md, B)."""
+    """The PostgreSQL datasource's macros as Grafana expands them (grafana pkg/tsdb/grafana-postgresql-datasource/macros.go)."""
     frm, to = "2026-11-26T10:00:00Z", "2026-11-26T11:00:00Z"
     sql = re.sub(r"\$__timeFilter\((\w+)\)", rf"\1 BETWEEN '{frm}' AND '{to}'", sql)
     sql = re.sub(r"\$__timeGroupAlias\((\w+),\s*'?(\d+)m'?\)", lambda m: f'floor(extract(epoch from {m[1]})/{int(m[2]) * 60})*{int(m[2]) * 60} AS "time"', sql)
@@ -126,7 +126,7 @@ def test_time_series_have_a_time_column_and_buckets_follow_the_interval():
             for target in panel["targets"]:
                 if target["format"] == "time_series":
                     assert 'AS "time"' in target["rawSql"] and "$__interval_ms" in target["rawSql"], panel["title"]
-                    assert "$__timeFilter(" in target["rawSql"]  # Grafana's time range, not seconds (pitfall 13)
+                    assert "$__timeFilter(" in target["rawSql"]  # Grafana's time range, not seconds
 
 
 def test_datasource_uses_the_read_only_user_and_a_password_file():

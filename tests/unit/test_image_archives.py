@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from stack import parse
-from stack.config import ConfigError, verify_images
+from stack import ConfigError
+from stack.images import verify_images
 from stack.image_archive import ArchiveError, cached_archive, read_archive
 from tests.unit.conftest import hosts
 

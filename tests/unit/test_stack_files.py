@@ -15,4 +15,4 @@ def test_stack_file_is_valid(path):
     config = yaml.safe_load(path.read_text())["config"]
     raw = {key.split(":", 1)[1]: value for key, value in config.items() if key.startswith("mds:")}
     parsed = parse(raw, ssh_private_key="set with pulumi config set --secret")
-    assert parsed.hosts and len(parsed.managers) % 2 == 1
+    assert parsed.hosts and sum(h.is_manager for h in parsed.hosts) % 2 == 1

@@ -106,7 +106,7 @@ def volume(url: str) -> str:
 def panel_queries() -> dict[str, str]:
     sys.path.insert(0, str(ROOT))
     from components.grafana_dashboards import dashboards
-    from stack.config import AlertSettings
+    from stack.model import AlertSettings
     panels = dashboards(AlertSettings())["sensors.json"]["panels"]
     return {p["title"]: p["targets"][0]["rawSql"] for p in panels if p["title"] in ("Values over time", "Readings per minute")}
 
