@@ -1,11 +1,13 @@
 """A CrateDB contract double: an HTTP server that answers `POST /_sql` the way CrateDB documents.
 
-CrateDB cannot run on the machines this project is tested on. This double is NOT CrateDB: it knows
-the handful of statements the stack sends (matched by pattern), keeps their effects in memory and
-answers with the documented response shapes (REFERENCE.md, A: "HTTP bulk insert"):
-`{"cols", "rows", "rowcount", "duration"}` on success, `{"error": {"code", "message"}}` with the
-documented HTTP status on failure (409/4099 for an existing user, 409 for an existing repository,
-400/4000 for anything it does not know). The real behaviour is tested by tests/integration.
+CI cannot run CrateDB (it would have to build it from source, which a project never ships), so the
+contract tier runs against this double there, and against a real CrateDB wherever MDS_CRATEDB_URL
+names one (development): the double is proven by the same tests, not believed. It is NOT CrateDB:
+it knows the handful of statements the stack sends (matched by pattern), keeps their effects in
+memory and answers with CrateDB's response shapes (docs/interfaces/http.rst of crate/crate):
+`{"cols", "rows", "rowcount", "duration"}` on success, `{"error": {"code", "message"}}` with
+CrateDB's HTTP status on failure (409/4099 for an existing user, 409 for an existing repository,
+400/4000 for anything it does not know). The deployed behaviour is tested by tests/integration.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 # PID 1 (under --init) of a simulated host: host keys on first boot, the authorized key from
 # LAB_AUTHORIZED_KEY, the Docker engine, and sshd in the foreground. SIGTERM stops the engine
 # cleanly. dockerd starts directly: Debian's init script raises ulimits, which fails in a container
-# without CAP_SYS_RESOURCE (the capability workaround of DESIGN.md drops it).
+# without CAP_SYS_RESOURCE (the capability workaround of components/lab.py drops it).
 set -euo pipefail
 
 ssh-keygen -A >/dev/null

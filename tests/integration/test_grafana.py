@@ -68,7 +68,7 @@ def test_dashboards_and_alert_rules_are_provisioned(grafana):
     assert status == 200 and RULES <= {r["uid"] for r in rules}
 
 
-E2E_WITHIN_S = 30  # reads lag writes by about a second (REFERENCE.md, pitfall 11); Grafana adds little
+E2E_WITHIN_S = 30  # reads lag writes by about a second (CrateDB refreshes tables every second); Grafana adds little
 
 
 def test_a_reading_posted_to_each_host_comes_back_through_grafana_within_30_s(stack, grafana):

@@ -24,7 +24,7 @@ PROBE_IMAGE = "mds-lab-probe:busybox"
 DEBIAN_MIRROR = os.environ.get("MDS_LAB_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 
 # Where --privileged is refused ("unable to apply caps"), these flags give a host what dockerd
-# needs (DESIGN.md). Without --privileged Docker mounts the cgroup tree read-only, and the inner
+# needs (as components/lab.py does for the lab stack). Without --privileged Docker mounts the cgroup tree read-only, and the inner
 # engine then cannot start containers ("mkdir /sys/fs/cgroup/cpuset/docker: read-only file
 # system"), hence the read-write bind of the host's tree. MDS_LAB_PRIVILEGED=1 uses plain
 # --privileged instead.

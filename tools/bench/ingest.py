@@ -196,6 +196,39 @@ def run_load(url: str, batch: int, seconds: float, rate: float | None = None, wa
             "p99 ms": pct(0.99), "errors": errors, "cpu": {**cpu, "load": load_cpu}}
 
 
+STAGE_LINE = re.compile(r'^ingest_stage_seconds_(bucket|sum|count)\{(?:le="([^"]+)",)?stage="(\w+)"(?:,le="([^"]+)")?\} (\S+)$')
+
+
+def stage_counts(url: str) -> dict:
+    """The ingest's per-stage histograms (ingest_stage_seconds, summed over its workers)."""
+    import urllib.request
+    metrics = urllib.request.urlopen(url.rsplit("/", 2)[0] + "/metrics", timeout=10).read().decode()
+    counts: dict = {}
+    for line in metrics.splitlines():
+        if m := STAGE_LINE.match(line):
+            kind, le1, stage, le2, value = m.groups()
+            counts[stage, kind, le1 or le2] = float(value)
+    return counts
+
+
+def stage_breakdown(before: dict, after: dict) -> str:
+    """Per stage, over the requests between two scrapes: mean, and p50/p99 as the upper bound of the
+    histogram bucket they fall in (so '<=5' means at most 5 ms)."""
+    parts = []
+    for stage in ("read", "decode", "parse", "queue", "database", "answer"):
+        count = after.get((stage, "count", None), 0) - before.get((stage, "count", None), 0)
+        if not count:
+            continue
+        mean = (after[stage, "sum", None] - before.get((stage, "sum", None), 0)) / count * 1000
+        buckets = sorted((float(le), after[k] - before.get(k, 0)) for k in after
+                         if k[0] == stage and k[1] == "bucket" and k[2] != "+Inf" for le in [k[2]])
+
+        def bound(q: float) -> str:
+            return next((f"<={le * 1000:g}" for le, n in buckets if n >= q * count), ">10000")
+        parts.append(f"{stage} {mean:.2f}/{bound(0.5)}/{bound(0.99)}")
+    return "  ".join(parts)
+
+
 def parse_ceilings(batch: int, seconds: float = 1.5) -> tuple[float, float, float]:
     """Readings/s that JSON parsing alone, JSON parsing plus validation, and line protocol parsing
     plus validation (the same readings) reach in this process."""
@@ -290,8 +323,10 @@ def main() -> None:
                 watch = {"server": server.pid, "double": double.pid}
                 for batch in (1, 100, 1000):
                     full = run_load(url, batch, args.seconds, watch=watch, connections=args.connections)
+                    before = stage_counts(url)
                     half = run_load(url, batch, args.seconds, rate=full["requests/s"] / 2, watch=watch,
                                     connections=args.connections)
+                    half["stages"] = stage_breakdown(before, stage_counts(url))
                     results[workers, batch] = (full, half)
                     for mode, r in (("max", full), ("half rate", half)):
                         cpu = "/".join(f"{r['cpu'][k] * 100:.0f}" for k in ("server", "double", "load"))
@@ -299,6 +334,7 @@ def main() -> None:
                         ceiling = f"{json_only:>21.0f} {validated:>10.0f} {line:>24.0f}" if mode == "max" else ""
                         print(f"{workers:>7} {batch:>6} {mode:>10} {r['requests/s']:>11.0f} {r['readings/s']:>11.0f} "
                               f"{r['p50 ms']:>8.1f} {r['p99 ms']:>8.1f} {r['errors']:>7} {cpu:>25} {ceiling}", flush=True)
+                    print(f"{'':>26}stages at half rate, ms mean/p50/p99: {half['stages']}", flush=True)
                 # The same readings as InfluxDB line protocol (POST /api/v2/write) beside JSON, alternating
                 # (this machine's speed drifts between runs): the medians of three runs each.
                 line_url = url.replace("/v1/readings", "/api/v2/write?org=o&bucket=b&precision=ms")
