@@ -3,28 +3,28 @@
 from grafana_foundation_sdk.builders import stat, table, timeseries
 
 from components.grafana_dashboards.defaults import (
-    HOURS, HOURS_PART, MINUTES, MINUTES_PART, RAW_PART, TABLE, Sql, bucket, new_dashboard, watermark,
+    HOURS, HOURS_PART, INTERVAL, MINUTES, MINUTES_PART, RAW_PART, TABLE, Sql, bucket, new_dashboard, watermark,
 )
 
 UID = "mds-sensors"
 
 
 def values_over_time():
-    # Means from sums and counts: exact whichever mix of raw rows and roll-ups an interval holds.
+    # Means from sums and counts: exact whatever mix of raw rows and roll-ups an interval holds. The
+    # series name is made once per group, not per row (it took most of a long range's time).
     return (timeseries.Panel().title("Values over time").description("Mean of each agent's sensor per interval")
             .height(10).span(24)
             .with_target(Sql(f"""
-                SELECT "time", metric, sum(total) / sum(n) AS value FROM (
-                  SELECT {bucket()}, agent || ' / ' || sensor AS metric, sum(reading['num']) AS total,
-                         count(reading['num']) AS n
-                  FROM {TABLE} WHERE $__timeFilter(ts) AND reading['num'] IS NOT NULL AND {RAW_PART} GROUP BY 1, 2
+                SELECT "time", agent || ' / ' || sensor AS metric, sum(total) / sum(n) AS value FROM (
+                  SELECT {bucket()}, agent, sensor, sum(reading['num']) AS total, count(reading['num']) AS n
+                  FROM {TABLE} WHERE $__timeFilter(ts) AND reading['num'] IS NOT NULL AND {RAW_PART} GROUP BY 1, 2, 3
                   UNION ALL
-                  SELECT {bucket('bucket')}, agent || ' / ' || sensor, sum("sum"), sum("count")
-                  FROM {MINUTES} WHERE $__timeFilter(bucket) AND {MINUTES_PART} GROUP BY 1, 2
+                  SELECT {bucket('bucket')}, agent, sensor, sum("sum"), sum("count")
+                  FROM {MINUTES} WHERE $__timeFilter(bucket) AND {MINUTES_PART} GROUP BY 1, 2, 3
                   UNION ALL
-                  SELECT {bucket('bucket')}, agent || ' / ' || sensor, sum("sum"), sum("count")
-                  FROM {HOURS} WHERE $__timeFilter(bucket) AND {HOURS_PART} GROUP BY 1, 2
-                ) AS parts WHERE n > 0 GROUP BY 1, 2 ORDER BY 1, 2""")))
+                  SELECT {bucket('bucket')}, agent, sensor, sum("sum"), sum("count")
+                  FROM {HOURS} WHERE $__timeFilter(bucket) AND {HOURS_PART} GROUP BY 1, 2, 3
+                ) AS parts WHERE n > 0 GROUP BY "time", agent, sensor ORDER BY 1, 2""")))
 
 
 def latest_values():
@@ -49,7 +49,7 @@ def readings_per_minute():
                   SELECT {bucket('bucket')}, sum(readings) FROM {MINUTES} WHERE $__timeFilter(bucket) AND {MINUTES_PART} GROUP BY 1
                   UNION ALL
                   SELECT {bucket('bucket')}, sum(readings) FROM {HOURS} WHERE $__timeFilter(bucket) AND {HOURS_PART} GROUP BY 1
-                ) AS parts WHERE "time" < floor(extract(epoch from now()) * 1000 / $__interval_ms) * $__interval_ms
+                ) AS parts WHERE "time" < date_bin({INTERVAL}, now(), 0)
                 GROUP BY 1 ORDER BY 1""")))
 
 

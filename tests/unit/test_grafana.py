@@ -191,7 +191,7 @@ def test_a_dollar_in_a_webhook_url_reaches_grafana_as_a_dollar():
 
 def test_the_readings_per_minute_stat_leaves_out_the_interval_still_filling():
     (query,) = [sql for where, sql in every_query() if "Readings per minute" in where]
-    assert "< floor(extract(epoch from now()) * 1000 / $__interval_ms)" in query
+    assert """WHERE "time" < date_bin($__interval_ms * INTERVAL '1 millisecond', now(), 0)""" in query
 
 
 def test_ingest_panels_bound_ts_so_that_only_recent_partitions_are_read():
