@@ -1,7 +1,10 @@
 """Simulated bare-metal hosts for the lab tier: containers running sshd and dockerd.
 
 Everything the harness creates carries the label `mds.lab=tests`; `LabHosts.clean()` removes what
-an earlier, interrupted run left behind, so a dirty machine never fails a run.
+an earlier, interrupted run left behind, so a dirty machine never fails a run. Its containers,
+volumes and network are named `mds-labtest-*`, apart from the lab stack's `mds-lab-*`
+(components/lab.py): a lab stack left running on the same machine neither breaks the tests nor
+is touched by them.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 HOST_IMAGE_DIR = ROOT / "components" / "lab-host"
 LABEL = "mds.lab=tests"
+NAME_PREFIX = "mds-labtest"
 BASE_IMAGE = "mds-lab-base:bookworm"
 PROBE_IMAGE = "mds-lab-probe:busybox"
 DEBIAN_MIRROR = os.environ.get("MDS_LAB_DEBIAN_MIRROR", "http://deb.debian.org/debian")
@@ -135,7 +139,7 @@ class LabHosts:
     def __init__(self, workdir: Path, *, privileged: bool = os.environ.get("MDS_LAB_PRIVILEGED") == "1") -> None:
         self.workdir = workdir
         self.privileged = privileged
-        self.network = "mds-lab-net"
+        self.network = f"{NAME_PREFIX}-net"
         self.hosts: list[LabHost] = []
         self.key_file = workdir / "id_ed25519"
         self.timings: dict[str, float] = {}
@@ -166,14 +170,14 @@ class LabHosts:
             name = f"lab{i + 1}"
             address = str(subnet.network_address + 11 + i)  # fixed, so a restarted host keeps its address
             docker(
-                "run", "-d", "--init", "--name", f"mds-lab-{name}", "--hostname", name, "--label", LABEL,
+                "run", "-d", "--init", "--name", f"{NAME_PREFIX}-{name}", "--hostname", name, "--label", LABEL,
                 "--network", self.network, "--ip", address, *flags,
                 # /run is a tmpfs on real hosts: a restart must not find the pid files of a killed engine.
                 "--tmpfs", "/run",
-                "--mount", f"type=volume,src=mds-lab-{name}-docker,dst=/var/lib/docker,volume-label={LABEL}",
+                "--mount", f"type=volume,src={NAME_PREFIX}-{name}-docker,dst=/var/lib/docker,volume-label={LABEL}",
                 "-e", f"LAB_AUTHORIZED_KEY={public_key}", image,
             )
-            self.hosts.append(LabHost(name, f"mds-lab-{name}", address, self.key_file))
+            self.hosts.append(LabHost(name, f"{NAME_PREFIX}-{name}", address, self.key_file))
         for host in self.hosts:
             self.wait_for_ssh(host)
         self.timings["boot"] = time.monotonic() - booted

@@ -129,12 +129,12 @@ def _publish(port: int, start_ns: int) -> list[tuple[str, int]]:
         for line in ("3", "4"):
             ts = start_ns + i * 10_000_000  # 10 ms apart: distinct keys after the cut to milliseconds
             messages.append((f"factory/line{line}/press", f"press,line={line},unit=kN force={10 + i * 0.5} {ts}"))
-            sent.append((f"press.force,line={line}", ts // 1_000_000))
+            sent.append((f"press.force,line={line},unit=kN", ts // 1_000_000))  # unit is part of the series key
     # A value sent twice for one moment (a PLC resending): the batch must not be refused for it,
     # or Telegraf drops every other point in it (it drops a batch answered 400).
     ts = start_ns + MESSAGES * 10_000_000
     messages += [("factory/line3/press", f"press,line=3,unit=kN force={value} {ts}") for value in (1.0, 2.0)]
-    sent.append(("press.force,line=3", ts // 1_000_000))
+    sent.append(("press.force,line=3,unit=kN", ts // 1_000_000))
     result = subprocess.run([sys.executable, "-c", PUBLISHER, str(port)], input=json.dumps(messages), text=True,
                             capture_output=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -163,7 +163,7 @@ def _check(state: CrateState, sent: list[tuple[str, int]]) -> None:
         mine = sorted((r[2], r[0]) for r in stored if r[1] == device)
         assert mine == sorted(sent), f"{device}: {len(mine)} stored of {len(sent)} sent"
     assert len(stored) == 2 * len(sent)
-    sample = next(r for r in stored if r[1] == "telegraf-v2" and r[2] == "press.force,line=3")
+    sample = next(r for r in stored if r[1] == "telegraf-v2" and r[2] == "press.force,line=3,unit=kN")
     assert sample[4] == "kN" and sample[5] == {"line": "3"} and "num" in sample[3]
 
 
