@@ -230,15 +230,23 @@ def _plain_body(text: str, agent: str, precision: str, now_ms: int, window: Wind
     Rows are tuples here (the writer only reads them)."""
     if "\\" in text or '"' in text or "\r" in text or text.count("\n") < 4:
         return None  # (a few lines: the loop is quicker than the passes' fixed cost)
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()  # a last newline, as Telegraf and the client libraries send
-    if not lines:
+    if text.endswith("\n"):
+        text = text[:-1]  # a last newline, as Telegraf and the client libraries send
+    lines, spaces = text.count("\n") + 1, text.count(" ")
+    if spaces == 2 * lines:
+        width = 3  # series fields timestamp
+    elif spaces == lines and window.low <= now_ms <= window.high:
+        width = 2  # series fields, at the server's time
+    else:
         return None
-    sections = [line.split(" ", 3) for line in lines]
-    widths = set(map(len, sections))
-    if widths == {3}:
-        series, fields, stamps = zip(*sections)
+    # One split of the whole body with each newline a word of its own: every line has exactly
+    # `width` words when the newlines fall at every (width + 1)th word, and not otherwise.
+    words = text.replace("\n", " \n ").split(" ")
+    if words[width::width + 1] != ["\n"] * (lines - 1):
+        return None
+    series, fields = words[0::width + 1], words[1::width + 1]
+    if width == 3:
+        stamps = words[2::4]
         joined = "".join(stamps)
         if not (joined.isascii() and joined.isdigit()) or max(map(len, stamps)) > 19:
             return None
@@ -251,12 +259,11 @@ def _plain_body(text: str, agent: str, precision: str, now_ms: int, window: Wind
             stamped = [stamp * multiply // divide for stamp in stamped]
         if min(stamped) < window.low or max(stamped) > window.high:
             return None
-    elif widths == {2} and window.low <= now_ms <= window.high:
-        series, fields = zip(*sections)
-        stamped = repeat(now_ms)
     else:
-        return None
-    if sum(map(str.count, fields, repeat(","))) + len(fields) > limit:
+        stamped = repeat(now_ms)
+    joined_fields = "".join(fields)
+    has_commas = "," in joined_fields
+    if (sum(map(str.count, fields, repeat(","))) if has_commas else 0) + len(fields) > limit:
         raise _too_many(limit)  # commas separate fields exactly here (no strings, no escapes)
     series_kept, sensors_kept = CACHE.of(agent)
     distinct = set(series)
@@ -265,7 +272,7 @@ def _plain_body(text: str, agent: str, precision: str, now_ms: int, window: Wind
     except BadInput:
         return None
     owner = None  # one field per line: row i is line i
-    if "," in "".join(fields):
+    if has_commas:
         split_fields = [f.split(",") for f in fields]
         owner = [i for i, parts in enumerate(split_fields) for _ in parts]
         fields = [p for parts in split_fields for p in parts]

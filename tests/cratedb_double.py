@@ -18,6 +18,7 @@ import gc
 import gzip
 import re
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ class CrateState:
     meta_types: dict[str, str] = field(default_factory=dict)  # meta sub-column ("meta['x']") -> type, as mapped
     delay_s: float = 0.0  # answer every request this late (a slow cluster)
     keep_statements: bool = True  # off for benchmarks
+    freeze_stored: bool = False  # stored rows leave the collector's reach (the long-running double)
 
 
 INSERTED, SKIPPED = {"rowcount": 1}, {"rowcount": 0}  # per-row bulk results (shared: only serialized)
@@ -188,29 +190,36 @@ class CrateDouble:
             raise SqlError(400, 4000, f"SQLParseException[the contract double does not know: {s[:80]}]")
         if m.group(1) not in self.state.tables:
             raise SqlError(404, 4041, f"RelationUnknown[Relation '{m.group(1)}' unknown]")
-        failed = self._map_meta(bulk_args) if self.state.dynamic_meta or m.group(1) in self.state.dynamic_meta_tables else {}
-        results = []
+        st = self.state
+        failed = self._map_meta(bulk_args) if st.dynamic_meta or m.group(1) in st.dynamic_meta_tables else {}
+        injected = failed or st.fail_sensors or st.shard_fail_sensors or st.lost_partition_sensors
+        readings, results = st.readings, []
         for i, row in enumerate(bulk_args):
-            ts, agent, sensor = row[0], row[1], row[2]
-            if i in failed:
-                results.append(failed[i])
+            if injected and (outcome := self._injected_outcome(i, row[2], failed)) is not None:
+                results.append(outcome)
                 continue
-            if sensor in self.state.fail_sensors:
-                results.append({"rowcount": -2, "error": {"code": 4000, "message": f"SQLParseException[Limit of total columns [1000] in table exceeded ({sensor})]"}})
-                continue
-            if sensor in self.state.shard_fail_sensors:
-                results.append({"rowcount": -2, "error": {"code": 5002, "message": "UnavailableShardsException[primary shard is not active]"}})
-                continue
-            if sensor in self.state.lost_partition_sensors:
-                results.append(SKIPPED)
-                continue
-            key = (agent, sensor, ts)
-            if key in self.state.readings:
+            key = (row[1], row[2], row[0])  # (agent, sensor, ts): the primary key
+            if key in readings:
                 results.append(SKIPPED)  # ON CONFLICT DO NOTHING
             else:
-                self.state.readings[key] = row
+                readings[key] = row
                 results.append(INSERTED)
+        if self.state.freeze_stored:
+            gc.freeze()
         return {"cols": [], "results": results}
+
+    def _injected_outcome(self, i: int, sensor: str, failed: dict[int, dict]) -> dict | None:
+        """The result a test arranged for row i (a mapping failure, a refused or shard-failed
+        sensor, a lost partition), or None to store it."""
+        if i in failed:
+            return failed[i]
+        if sensor in self.state.fail_sensors:
+            return {"rowcount": -2, "error": {"code": 4000, "message": f"SQLParseException[Limit of total columns [1000] in table exceeded ({sensor})]"}}
+        if sensor in self.state.shard_fail_sensors:
+            return {"rowcount": -2, "error": {"code": 5002, "message": "UnavailableShardsException[primary shard is not active]"}}
+        if sensor in self.state.lost_partition_sensors:
+            return SKIPPED
+        return None
 
     def _check_privilege(self, s: str, user: str | None) -> None:
         """DQL to read a table, DML to write it (on the table, its schema or the cluster); the
@@ -395,13 +404,13 @@ def main() -> None:
         name, path = entry.split(":", 1)
         with open(path) as f:
             users[name] = f.read().strip()
-    state = CrateState(tables={"doc.readings"}, keep_statements=False, users=users)
+    # Millions of stored rows: each older-generation collection would walk them all (80-400 ms
+    # pauses of the whole double, measured with gc.callbacks), and the double, not the ingest,
+    # would set the tail of `tools.bench.ingest`. gc.freeze() after each bulk insert moves them
+    # out of reach in O(1); garbage cycles alive at that moment stay, a small leak of a test double.
+    state = CrateState(tables={"doc.readings"}, keep_statements=False, users=users, freeze_stored=True)
     double = CrateDouble(state, args.host, args.port)
-    # It keeps every key it stored; with the default thresholds the collector rescans them all
-    # again and again, and the double, not the ingest, would set the pace of `tools.bench.ingest`. The
-    # thresholds of ingest/__main__.py, written out: the lab runs this file alone, without `ingest`.
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    sys.setswitchinterval(0.0005)  # a thread per connection: hand the GIL on soon, as ingest/__main__.py does
     print(f"contract double (not CrateDB) on {args.host}:{args.port}", flush=True)
     double.server.serve_forever()
 

@@ -290,6 +290,17 @@ def test_values_float_takes_and_line_protocol_does_not_are_left_to_the_line_pars
         line_protocol._parse(text, "dev", precision="ms", now_ms=_NOW, window=window, limit=10)
 
 
+def test_lines_whose_spaces_only_add_up_are_left_to_the_line_parser():
+    """Two spaces per line on average is not two on every line: a line of one space beside a line
+    of three would line up as two good lines if the fast path counted the body's spaces alone."""
+    window = accepted_window(_NOW, 86400, 300)
+    text = "\n".join([f"m v=1 {_NOW}", f"m v=2 {_NOW}", f"m v=3 {_NOW}", "m v=4", f"{_NOW} v=5 w=6 {_NOW}"])
+    assert text.count(" ") == 2 * 5
+    assert line_protocol._plain_body(text, "dev", "ms", _NOW, window, 100) is None
+    _, _, rejected = line_protocol._parse(text, "dev", precision="ms", now_ms=_NOW, window=window, limit=100, partial=True)
+    assert len(rejected) == 1 and rejected[0].startswith("line 5:")
+
+
 def test_the_benchmark_s_bodies_take_the_fast_path():
     from tools.bench.ingest import line_bodies
     now = now_ms()  # the bodies are made now: CI collects (and sets _NOW) minutes before this runs
