@@ -161,7 +161,7 @@ class CrateDouble:
 
     def _query(self, s: str, args: list) -> dict:
         """The load generator's check (readings per agent of one sensor since a time), and the keys
-        of the readings of some agents (the lab's node-loss test)."""
+        of the readings of some agents with how often each is stored (the lab's node-loss test)."""
         lookup = "(agent = ? AND sensor = ? AND ts = ?)"
         table = re.match(r"SELECT agent, sensor, ts FROM (\w+\.\w+) WHERE ", s)
         if table and s == f"SELECT agent, sensor, ts FROM {table.group(1)} WHERE " + " OR ".join([lookup] * (len(args) // 3)):
@@ -170,9 +170,10 @@ class CrateDouble:
             keys = {tuple(args[i:i + 3]) for i in range(0, len(args), 3)}
             rows = sorted(list(key) for key in keys if key in self.state.readings)
             return {"cols": ["agent", "sensor", "ts"], "rows": rows, "rowcount": len(rows)}
-        if s == "SELECT agent, sensor, ts FROM doc.readings WHERE agent = ANY(?)":
-            rows = sorted([list(key) for key in self.state.readings if key[0] in args[0]])
-            return {"cols": ["agent", "sensor", "ts"], "rows": rows, "rowcount": len(rows)}
+        if s == "SELECT agent, sensor, ts, count(*) FROM doc.readings WHERE agent = ANY(?) GROUP BY agent, sensor, ts":
+            # One row per key: the double stores a key once (its primary key), as CrateDB does.
+            rows = sorted([[*key, 1] for key in self.state.readings if key[0] in args[0]])
+            return {"cols": ["agent", "sensor", "ts", "count(*)"], "rows": rows, "rowcount": len(rows)}
         if s != "SELECT agent, count(*) FROM doc.readings WHERE agent = ANY(?) AND sensor = ? AND ts >= ? GROUP BY agent":
             raise SqlError(400, 4000, f"SQLParseException[the contract double does not know: {s[:80]}]")
         agents, sensor, since = args

@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -32,7 +33,10 @@ def image_on(host, reference: str = REFERENCE) -> str:
 
 @pytest.fixture
 def archive(lab, probe_image, tmp_path):
-    docker("tag", probe_image, REFERENCE)
+    # An image no host has: the probe image itself is on every host already (the probe_image
+    # fixture loads it), and shipping finds an id it has under another name. A label of this run
+    # gives a new id over the same layers.
+    docker("build", "-q", "-t", REFERENCE, "-", input=f"FROM {probe_image}\nLABEL mds.lab.ship-test={time.time_ns()}\n")
     path = tmp_path / "probe.tar.gz"
     path.write_bytes(gzip.compress(run("docker", "save", REFERENCE).stdout, compresslevel=1))
     yield path, docker("image", "inspect", "-f", "{{.Id}}", REFERENCE)
