@@ -15,9 +15,10 @@ pytestmark = pytest.mark.skipif(os.environ.get("MDS_AFTER_DESTROY") != "1",
 
 def test_nothing_of_the_stack_is_left(stack):
     if "labSshPrivateKey" in stack.outputs:  # the lab's hosts themselves must be gone
+        # (label mds.lab=stack, components/lab.py; the lab test tier's own carry mds.lab=tests)
         for kind in ("container", "network", "volume", "image"):  # the host image it built too
             left = subprocess.run(["docker", kind, "ls", "-q", *(["-a"] if kind == "container" else []),
-                                   "--filter", "label=mds.lab"], capture_output=True, text=True, check=True).stdout.split()
+                                   "--filter", "label=mds.lab=stack"], capture_output=True, text=True, check=True).stdout.split()
             assert not left, f"lab {kind}s left: {left}"
         return
     for host in stack.hosts:
