@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HOST_IMAGE_DIR = ROOT / "components" / "lab-host"
 LABEL = "mds.lab=tests"
 NAME_PREFIX = "mds-labtest"
+SHARED_BACKUPS = "/srv/backups"  # the lab tier's fs backup location (tests/lab/test_hosts_and_swarm.py)
 BASE_IMAGE = "mds-lab-base:bookworm"
 PROBE_IMAGE = "mds-lab-probe:busybox"
 DEBIAN_MIRROR = os.environ.get("MDS_LAB_DEBIAN_MIRROR", "http://deb.debian.org/debian")
@@ -175,6 +176,9 @@ class LabHosts:
                 # /run is a tmpfs on real hosts: a restart must not find the pid files of a killed engine.
                 "--tmpfs", "/run",
                 "--mount", f"type=volume,src={NAME_PREFIX}-{name}-docker,dst=/var/lib/docker,volume-label={LABEL}",
+                # One directory shared by every host, as an NFS export would be: CrateDB verifies an
+                # fs backup repository from every node (the lab stack shares one the same way).
+                "--mount", f"type=volume,src={NAME_PREFIX}-shared,dst={SHARED_BACKUPS},volume-label={LABEL}",
                 "-e", f"LAB_AUTHORIZED_KEY={public_key}", image,
             )
             self.hosts.append(LabHost(name, f"{NAME_PREFIX}-{name}", address, self.key_file))

@@ -56,6 +56,9 @@ class PulumiEngine:
         self.config_file = work / f"Pulumi.{stack}.yaml"
         self.env = {**os.environ, "PULUMI_BACKEND_URL": f"file://{work / 'backend'}",
                     "PULUMI_CONFIG_PASSPHRASE": "lab-tier", "PULUMI_SKIP_UPDATE_CHECK": "true",
+                    # `--event-log` exists only with debug commands on (pkg/cmd/pulumi/operations/up.go,
+                    # v3.259.0), as the Automation API runs the CLI.
+                    "PULUMI_DEBUG_COMMANDS": "true",
                     "MDS_STATE_DIR": str(state_dir)}
         self.state: dict[str, Declared] = {}
         self.log: list[Ran] = []
