@@ -12,6 +12,7 @@ from components.grafana import Grafana, GrafanaArgs
 from components.hosts import Host, HostArgs
 from components.ingest import Ingest, IngestArgs
 from components.lab import Lab, LabArgs
+from components.service_images import ServiceImages, ServiceImagesArgs
 from components.swarm import Swarm, SwarmArgs
 
 # When a resource fails, the engine stops the program with SIGINT; Python would print a
@@ -32,21 +33,25 @@ hosts = [
                                        backup_dir=backup.location if backup and backup.type == "fs" else None), after_lab)
     for spec in config.hosts
 ]
-swarm = Swarm("swarm", SwarmArgs(hosts=hosts, ssh_private_key=ssh_key, simulated=lab is not None))
+images = ServiceImages("images", ServiceImagesArgs(
+    hosts=hosts, cratedb=config.cratedb, grafana=config.grafana, ingest=config.ingest, ssh=ssh,
+))
+swarm = Swarm("swarm", SwarmArgs(hosts=hosts, ssh_private_key=ssh_key, simulated=lab is not None,
+                                 before_labels=images.on_host))
 cratedb = CrateDb("cratedb", CrateDbArgs(
-    hosts=hosts, settings=config.cratedb, data_root=config.data_root,
+    hosts=hosts, settings=config.cratedb, image=images.cratedb, data_root=config.data_root,
     docker_provider=swarm.docker, network=swarm.network, passwords=config.secrets.passwords,
-    backup_keys=config.secrets.backup_keys, ssh=ssh,
+    backup_keys=config.secrets.backup_keys,
 ))
 ingest = Ingest("ingest", IngestArgs(
-    hosts=hosts, settings=config.ingest, docker_provider=swarm.docker, network=swarm.network,
+    hosts=hosts, settings=config.ingest, image=images.ingest, docker_provider=swarm.docker, network=swarm.network,
     crate_password_secret=cratedb.secrets["ingest"], secrets=config.secrets.ingest,
-    retention_months=config.cratedb.retention_months, ssh=ssh,
+    retention_months=config.cratedb.retention_months,
 ))
 grafana = Grafana("grafana", GrafanaArgs(
-    hosts=hosts, settings=config.grafana, docker_provider=swarm.docker, network=swarm.network,
+    hosts=hosts, settings=config.grafana, image=images.grafana, docker_provider=swarm.docker, network=swarm.network,
     db_password_secret=cratedb.secrets["grafana"], admin_password=config.secrets.grafana_admin_password,
-    smtp_password=config.secrets.grafana_smtp_password, ssh=ssh,
+    smtp_password=config.secrets.grafana_smtp_password,
 ))
 agents = Agents("agents", AgentsArgs(
     # A lab agent runs inside a simulated host: it reaches the ingest on the lab bridge.

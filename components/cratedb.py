@@ -19,9 +19,8 @@ import pulumi_command as command
 import pulumi_docker as docker
 import pulumi_random as random
 
-from components.docker_access import SshAccess
 from components.hosts import Host
-from components.images import service_image, ship_to_hosts
+from components.images import ServiceImage
 from components.remote import Script, Step, remote_command
 from components.swarm_configs import fixed_name, go_duration, restart_always, swarm_config, swarm_secret, warn_unpinned
 from stack.model import BackupSettings, CrateDbSettings, HostSpec
@@ -43,12 +42,12 @@ SCHEMA_DEADLINE_S = 1800  # a rolling update of every node (each waits for GREEN
 class CrateDbArgs:
     hosts: Sequence[Host]  # every host of the stack; the component picks those carrying cratedb
     settings: CrateDbSettings
+    image: ServiceImage  # components/service_images.py
     data_root: str
     docker_provider: docker.Provider
     network: docker.Network
     passwords: dict[str, Any]  # user -> secret Output; missing users get a generated password
     backup_keys: dict[str, Any] | None = None  # backupAccessKey / backupSecretKey for s3, secret
-    ssh: SshAccess | None = None  # how this machine reaches the hosts, to ship the image (imageSource)
 
 
 def cluster_settings(nodes: Sequence[HostSpec]) -> dict[str, str]:
@@ -210,19 +209,15 @@ class CrateDb(pulumi.ComponentResource):
         if backup:
             env.update(BACKUP_REPOSITORY=REPOSITORY, BACKUP_EVERY_HOURS=str(backup.every_hours), BACKUP_KEEP=str(backup.keep))
 
-        source, tag = settings.image_source, f"{settings.image}:{settings.version}"
-        if source.kind == "registry" and settings.digest is None:
+        if settings.image_source.kind == "registry" and settings.digest is None:
             warn_unpinned("mds:cratedb", settings.image_ref, self)
-        shipped = ship_to_hosts(f"{name}-ship", reference=tag, archives=source.archives,
-                                local=[tag] if source.kind == "local" else [], hosts=nodes, ssh=args.ssh,
-                                opts=child) if source.shipped else []
         self.service = docker.Service(
             f"{name}-service",
             name=CRATEDB_SERVICE,
             mode=docker.ServiceModeArgs(global_=True),
             task_spec=docker.ServiceTaskSpecArgs(
                 container_spec=docker.ServiceTaskSpecContainerSpecArgs(
-                    image=service_image("cratedb", source, tag, settings.image_ref),
+                    image=args.image.reference,
                     hostname="{{.Node.Hostname}}",
                     commands=["/bin/sh", "/mds/start-crate.sh"],
                     env=env,
@@ -260,7 +255,7 @@ class CrateDb(pulumi.ComponentResource):
                     target_port=CRATEDB_HTTP_PORT, published_port=CRATEDB_HTTP_PORT, publish_mode="host",
                 )] if settings.publish_admin_ui else None,
             ),
-            opts=fixed_name(on_swarm).merge(pulumi.ResourceOptions(depends_on=shipped)),
+            opts=fixed_name(on_swarm).merge(pulumi.ResourceOptions(depends_on=args.image.commands)),
         )
 
         # Users and schema, from inside a CrateDB container on the first CrateDB host: the

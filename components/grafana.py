@@ -18,9 +18,8 @@ import pulumi_random as random
 import yaml
 
 from components import grafana_dashboards as provisioning
-from components.docker_access import SshAccess
 from components.hosts import Host
-from components.images import service_image, ship_to_hosts
+from components.images import ServiceImage
 from components.swarm_configs import SECRETS_DIR, fixed_name, go_duration, restart_always, swarm_config, swarm_secret, warn_unpinned
 from stack.model import GrafanaSettings
 from stack.constants import CRATEDB_PG_PORT, CRATEDB_SERVICE
@@ -34,12 +33,12 @@ PROVISIONING = "/etc/grafana/provisioning"
 class GrafanaArgs:
     hosts: Sequence[Host]
     settings: GrafanaSettings
+    image: ServiceImage  # components/service_images.py
     docker_provider: docker.Provider
     network: docker.Network
     db_password_secret: docker.Secret  # the CrateDB grafana user's password, from CrateDb
     admin_password: Any = None  # secret Output from the stack config; None: generated
     smtp_password: Any = None  # secret Output: the mail server login's password (settings.smtp)
-    ssh: SshAccess | None = None  # how this machine reaches the hosts, to ship the image (imageSource)
 
 
 def provisioning_files(settings: GrafanaSettings, *, database: str = f"{CRATEDB_SERVICE}:{CRATEDB_PG_PORT}",
@@ -127,20 +126,15 @@ class Grafana(pulumi.ComponentResource):
             for role, (path, text) in sorted(provisioning_files(settings).items())
         }
 
-        source, tag = settings.image_source, f"{settings.image}:{settings.version}"
-        if source.kind == "registry" and settings.digest is None:
+        if settings.image_source.kind == "registry" and settings.digest is None:
             warn_unpinned("mds:grafana", settings.image_ref, self)
-        shipped = ship_to_hosts(f"{name}-ship", reference=tag, archives=source.archives,
-                                local=[tag] if source.kind == "local" else [],
-                                hosts=[h for h in args.hosts if SERVICE in h.spec.services], ssh=args.ssh,
-                                opts=child) if source.shipped else []
         self.service = docker.Service(
             f"{name}-service",
             name=SERVICE,
             mode=docker.ServiceModeArgs(replicated=docker.ServiceModeReplicatedArgs(replicas=1)),
             task_spec=docker.ServiceTaskSpecArgs(
                 container_spec=docker.ServiceTaskSpecContainerSpecArgs(
-                    image=service_image("grafana", source, tag, settings.image_ref),
+                    image=args.image.reference,
                     env=grafana_env(settings, with_smtp_password=args.smtp_password is not None),
                     secrets=[docker.ServiceTaskSpecContainerSpecSecretArgs(
                         secret_id=secret.id, secret_name=secret.name, file_name=file_name, file_uid=GRAFANA_UID,
@@ -165,7 +159,7 @@ class Grafana(pulumi.ComponentResource):
                 ports=[docker.ServiceEndpointSpecPortArgs(
                     target_port=settings.port, published_port=settings.port, publish_mode=settings.publish_mode)],
             ),
-            opts=fixed_name(on_swarm).merge(pulumi.ResourceOptions(depends_on=shipped)),
+            opts=fixed_name(on_swarm).merge(pulumi.ResourceOptions(depends_on=args.image.commands)),
         )
         self.urls = pulumi.Output.from_input(urls(args.hosts, settings))
         self.register_outputs({"service": self.service.name, "urls": self.urls, "adminPassword": self.admin_password})

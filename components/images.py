@@ -18,7 +18,8 @@ import json
 import shlex
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
@@ -30,6 +31,18 @@ from stack import ConfigError, key, state_dir
 from stack.model import ImageSource
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class ServiceImage:
+    """An image as its service names it, and what puts it on each host before the host is labelled
+    for the service (components/service_images.py)."""
+    reference: pulumi.Input[str]
+    on_host: Mapping[str, Sequence[pulumi.Resource]]  # host name -> commands; none when hosts pull it
+
+    @property
+    def commands(self) -> list[pulumi.Resource]:
+        return [c for commands in self.on_host.values() for c in commands]
 
 
 def local_image_id(reference: str, where: str) -> str:
@@ -46,8 +59,9 @@ def local_image_id(reference: str, where: str) -> str:
 
 
 def ship_to_hosts(name: str, *, reference: str, archives: Sequence[str] = (), local: Sequence[str] = (),
-                  hosts: Sequence[Host], ssh: SshAccess, opts: pulumi.ResourceOptions, after: Sequence[pulumi.Resource] = ()) -> list[command.local.Command]:
-    """One ship command per host, chained; the service depends on all of them."""
+                  hosts: Sequence[Host], ssh: SshAccess, opts: pulumi.ResourceOptions,
+                  after: Sequence[pulumi.Resource] = ()) -> dict[str, command.local.Command]:
+    """One ship command per host (host name -> command), each after the one before."""
     shipped: list[command.local.Command] = []
     for host in hosts:
         def line(ssh: list[str], host_name: str = host.spec.name) -> str:
@@ -67,7 +81,17 @@ def ship_to_hosts(name: str, *, reference: str, archives: Sequence[str] = (), lo
             logging=command.local.Logging.STDOUT_AND_STDERR,  # bytes per host, while they flow
             opts=opts.merge(pulumi.ResourceOptions(depends_on=[host.provision, *after, *shipped[-1:]])),
         ))
-    return shipped
+    return {host.spec.name: ship for host, ship in zip(hosts, shipped)}
+
+
+def prebuilt_image(name: str, section: str, *, source: ImageSource, reference: str, registry_reference: str,
+                   hosts: Sequence[Host], ssh: SshAccess, opts: pulumi.ResourceOptions) -> ServiceImage:
+    """An image made elsewhere: pulled by each host from its registry, or shipped to them."""
+    shipped = ship_to_hosts(f"{name}-ship", reference=reference, archives=source.archives,
+                            local=[reference] if source.kind == "local" else [], hosts=hosts, ssh=ssh,
+                            opts=opts) if source.shipped else {}
+    return ServiceImage(service_image(section, source, reference, registry_reference),
+                        {host: [ship] for host, ship in shipped.items()})
 
 
 def service_image(section: str, source: ImageSource, reference: str,

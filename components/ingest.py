@@ -1,44 +1,29 @@
 """The ingest service: a Swarm global service on the hosts labelled for ingest.
 
-Its image comes from a registry named in the stack config, or is built on each ingest host from
-`ingest/` (tag = content hash), so a deployment needs no registry. The port is published in host
-mode by default: every host answers for itself and no IPVS is needed.
+Its image (components/ingest_image.py) is on its hosts before the service is. The port is published
+in host mode by default: every host answers for itself and no IPVS is needed.
 """
 
 from __future__ import annotations
 
-import base64
-import gzip
-import hashlib
-import io
 import json
 import math
-import shlex
-import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pulumi
-import pulumi_command as command
 import pulumi_docker as docker
 import pulumi_random as random
 import pulumi_tls as tls
 
-from components.docker_access import SshAccess
 from components.hosts import Host
-from components.images import service_image, ship_to_hosts
-from components.ingest_wheels import wheels
-from components.remote import Script, Step, remote_command
+from components.images import ServiceImage
 from components.swarm_configs import SECRETS_DIR, fixed_name, restart_always, swarm_secret
-from stack import state_dir
 from stack.checks import is_ip
 from stack.model import IngestSettings
 from stack.constants import CRATEDB_HTTP_PORT, CRATEDB_SERVICE, READINGS_TABLE
 
-SOURCE = Path(__file__).resolve().parents[1] / "ingest"
-BUILD = Script("ingest-image.sh")
 SERVICE = "ingest"
 
 
@@ -46,32 +31,12 @@ SERVICE = "ingest"
 class IngestArgs:
     hosts: Sequence[Host]
     settings: IngestSettings
+    image: ServiceImage  # components/service_images.py
     docker_provider: docker.Provider
     network: docker.Network
     crate_password_secret: docker.Secret  # the CrateDB ingest user's password, from CrateDb
     secrets: dict[str, Any]  # ingestTokenSecret, edenJwtSecret, ingestTlsCert, ingestTlsKey (optional)
     retention_months: int = 0  # CrateDB's retention: the ingest accepts nothing older than it keeps
-    ssh: SshAccess | None = None  # how this machine reaches the hosts, to ship the image
-
-
-def build_context(extra_ca: bytes = b"") -> bytes:
-    """ingest/ as a reproducible tar (sorted, no times or owners), plus the extra CA bundle and the
-    wheels of its requirements (components/ingest_wheels.py: the build needs no PyPI)."""
-    files = sorted(p for p in SOURCE.iterdir() if p.is_file() and p.name != "extra-ca.crt" and p.suffix != ".pyc")
-    packages = [(f"wheels/{name}", data) for name, data in wheels(SOURCE / "requirements.txt").items()]
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in [(p.name, p.read_bytes()) for p in files] + [("extra-ca.crt", extra_ca)] + packages:
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.mode = len(data), 0, 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def image_tag(base_image: str, context: bytes) -> str:
-    """The content hash of what the image is built from."""
-    digest = hashlib.sha256(base_image.encode() + b"\0" + context).hexdigest()
-    return f"mds-ingest:{digest[:16]}"
 
 
 def endpoints(hosts: Sequence[Host], settings: IngestSettings, *, private: bool = False) -> list[str]:
@@ -96,7 +61,6 @@ class Ingest(pulumi.ComponentResource):
         settings = args.settings
         hosts = [h for h in args.hosts if "ingest" in h.spec.services]
 
-        image, builds = self._image(name, args, hosts, child)
 
         token_secret = args.secrets.get("ingestTokenSecret") or random.RandomPassword(
             f"{name}-token-secret", length=48, special=False, opts=child).result
@@ -151,7 +115,7 @@ class Ingest(pulumi.ComponentResource):
             mode=docker.ServiceModeArgs(global_=True),
             task_spec=docker.ServiceTaskSpecArgs(
                 container_spec=docker.ServiceTaskSpecContainerSpecArgs(
-                    image=image,
+                    image=args.image.reference,
                     env=env,
                     secrets=[docker.ServiceTaskSpecContainerSpecSecretArgs(
                         secret_id=secret.id, secret_name=secret.name, file_name=f"ingest-{role}", file_uid="10001",
@@ -177,66 +141,11 @@ class Ingest(pulumi.ComponentResource):
                 ports=[docker.ServiceEndpointSpecPortArgs(
                     target_port=settings.port, published_port=settings.port, publish_mode=settings.publish_mode)],
             ),
-            opts=fixed_name(on_swarm).merge(pulumi.ResourceOptions(depends_on=builds)),
+            opts=fixed_name(on_swarm).merge(pulumi.ResourceOptions(depends_on=args.image.commands)),
         )
         self.endpoints = pulumi.Output.from_input(endpoints(args.hosts, settings))
         self.private_endpoints = pulumi.Output.from_input(endpoints(args.hosts, settings, private=True))
         self.register_outputs({"endpoints": self.endpoints, "service": self.service.name})
-
-    @staticmethod
-    def _image(name: str, args: IngestArgs, hosts: Sequence[Host], opts: pulumi.ResourceOptions):
-        """(the service's image, the commands it waits for): a prebuilt image (pulled or shipped),
-        or the image of ingest/, built on every host, or built here and shipped."""
-        settings = args.settings
-        if settings.image is not None:
-            source = settings.image_source
-            shipped = ship_to_hosts(f"{name}-ship", reference=settings.image, archives=source.archives,
-                                    local=[settings.image] if source.kind == "local" else [], hosts=hosts, ssh=args.ssh,
-                                    opts=opts) if source.shipped else []
-            return service_image("ingest", source, settings.image, settings.image), shipped
-        extra_ca = Path(settings.extra_ca_file).read_bytes() if settings.extra_ca_file else b""
-        tar = build_context(extra_ca)
-        image = image_tag(settings.base_image, tar)
-        if settings.build == "hosts":
-            context = base64.b64encode(gzip.compress(tar, mtime=0)).decode() + "\n"
-            return image, [remote_command(
-                f"{name}-image-{host.spec.name}", connection=host.connection,
-                run=Step(BUILD, {"HOST_NAME": host.spec.name, "IMAGE": image, "BASE_IMAGE": settings.base_image},
-                         host.sudo),
-                data=context,
-                opts=opts.merge(pulumi.ResourceOptions(depends_on=[host.provision])),
-            ) for host in hosts]
-        # Built here (needs a Docker engine, and buildx for other platforms), then shipped: the
-        # hosts need neither a base image nor PyPI.
-        context_file = state_dir() / f"ingest-context-{image.split(':')[1]}.tar"
-        if not context_file.exists():
-            context_file.parent.mkdir(parents=True, exist_ok=True)
-            context_file.write_bytes(tar)
-        builds = {}
-        for platform in settings.platforms or (None,):
-            tag = image if platform is None else f"{image}-{platform.split('/')[1]}"
-            builder = ["docker", "build"] if platform is None else ["docker", "buildx", "build", "--platform", platform, "--load"]
-            stack_label = f"mds.stack={pulumi.get_project()}/{pulumi.get_stack()}"
-            build = shlex.join([*builder, "-q", "--build-arg", f"BASE_IMAGE={settings.base_image}",
-                                "--label", f"mds.content={image.split(':')[1]}", "--label", stack_label, "-t", tag, "-"])
-            # The images this stack built here before, for older content, go: each edit of ingest/
-            # left one behind (an update runs create again, never delete).
-            older = (f"docker image ls --filter label={stack_label} --format '{{{{.Repository}}}}:{{{{.Tag}}}}' | "
-                     f"grep -v ':{image.split(':')[1]}' | xargs -r docker image rm >/dev/null 2>&1 || true")
-            builds[tag] = command.local.Command(
-                f"{name}-build-{platform.split('/')[1] if platform else 'here'}",
-                create=f"docker image inspect {tag} >/dev/null 2>&1 || {build} < {shlex.quote(str(context_file))} >&2 && "
-                       f"{{ {older}; }} && docker image inspect -f '{{{{.Id}}}}' {tag}",
-                delete=f"docker image rm {tag} >/dev/null 2>&1 || true",  # destroy leaves no image it made here
-                interpreter=["/bin/bash", "-c"],
-                opts=opts,
-            )
-        shipped = ship_to_hosts(f"{name}-ship", reference=image, local=list(builds), hosts=hosts, ssh=args.ssh,
-                                opts=opts, after=list(builds.values()))
-        if len(builds) > 1:  # an image per architecture: the service names the tag (components/images.py)
-            return image, shipped
-        (only,) = builds.values()
-        return only.stdout.apply(lambda out: out.strip().splitlines()[-1]), shipped
 
     @staticmethod
     def _generated_certificate(name: str, hosts: Sequence[Host], opts: pulumi.ResourceOptions):

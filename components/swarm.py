@@ -9,13 +9,14 @@ Per host, three commands whose create and delete steps fall in the right order o
   node-<host>    on the first manager: role, availability and labels; on delete, drain and demote
 
 so removing a host from the config drains it, demotes it, makes it leave and forgets it, and
-`pulumi destroy` does that for every host before the first manager dissolves the swarm.
+`pulumi destroy` does that for every host before the first manager dissolves the swarm. A node gets
+its labels, and so its services' tasks, only once their images are on it (components/service_images.py).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -48,6 +49,8 @@ class SwarmArgs:
     hosts: Sequence[Host]
     ssh_private_key: pulumi.Input[str]  # for the Docker provider's ssh:// transport
     simulated: bool = False  # lab hosts: new host keys with every new container, so none is checked
+    # host name -> what must finish on the host before it is labelled (its services' images)
+    before_labels: Callable[[str], Sequence[pulumi.Resource]] = lambda host_name: ()
 
 
 def last_json_line(stdout: str) -> dict:
@@ -135,7 +138,8 @@ class Swarm(pulumi.ComponentResource):
                     "LABELS": "\n".join(f"{k}={v}" for k, v in spec.node_labels().items()),
                 }),
                 delete=retire,
-                opts=child.merge(pulumi.ResourceOptions(depends_on=self.nodes_ready[-1:])),
+                opts=child.merge(pulumi.ResourceOptions(
+                    depends_on=[*self.nodes_ready[-1:], *args.before_labels(spec.name)])),
             ))
 
         self.docker = docker.Provider(

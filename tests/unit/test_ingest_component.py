@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from components.ingest import build_context, image_tag
+from components.ingest_image import build_context, image_tag
 from stack import ConfigError, parse
 from tests.unit.conftest import command_data, hosts, is_secret, plain
 from tests.unit.test_hosts import script_and_env

@@ -159,3 +159,30 @@ def test_only_simulated_lab_hosts_go_unchecked(deploy_without_key):
     declared, _ = deploy_without_key(lab_config())
     options = ssh_options(declared)
     assert (options["StrictHostKeyChecking"], options["UserKnownHostsFile"]) == ("no", "/dev/null")
+
+
+def test_a_host_is_labelled_for_its_services_only_once_their_images_are_on_it(deploy):
+    """Global tasks start on a node as soon as it carries their label; without the image they are
+    rejected "No such image" (a host added by `up` joined before its images were shipped, on the
+    real engine). So each host's label step waits for what puts its own services' images there."""
+    declared, _ = deploy({
+        "hosts": hosts(2) + [{"name": "pi", "address": "192.0.2.50", "services": ["ingest"]}],
+        "cratedb": {"image": "crate", "version": "6.4.3", "imageSource": "local"},
+        "grafana": {"image": "grafana/grafana", "version": "13.0.1", "imageSource": "local"},
+        "ingest": {"build": "local"},
+    })
+    for name in ("node1", "node2"):
+        needs = set(declared[f"swarm-node-{name}"].depends_on)
+        assert {f"cratedb-ship-{name}", f"grafana-ship-{name}", f"ingest-ship-{name}"} <= needs
+        assert not any(n.endswith("-pi") for n in needs if "-ship-" in n)
+    needs = set(declared["swarm-node-pi"].depends_on)
+    assert "ingest-ship-pi" in needs and "cratedb-ship-pi" not in declared
+    # The labels come after the images, the services after the labels (through the Docker provider).
+    assert set(declared["swarm-docker"].depends_on) >= {"swarm-node-node1", "swarm-node-node2", "swarm-node-pi"}
+
+
+def test_images_built_on_the_hosts_come_before_their_labels_too(deploy):
+    declared, _ = deploy({"hosts": hosts(2)})
+    for name in ("node1", "node2"):
+        assert f"ingest-image-{name}" in declared[f"swarm-node-{name}"].depends_on
+        assert f"ingest-image-{name}" in declared["ingest-service"].depends_on
