@@ -27,7 +27,13 @@ main() {
     docker node update --availability drain "$NODE_ID" >/dev/null
     changes+=("drained")
   fi
-  while [ -n "$(docker node ps -q --filter desired-state=running "$NODE_ID")" ]; do
+  # Drained, every task's desired state is Shutdown at once, but a CrateDB task runs on at its
+  # shutdown gate until the cluster is GREEN: the host must not leave (which ends it) before its
+  # tasks have stopped, so this waits on their current state.
+  local states
+  while :; do
+    states=$(docker node ps --format '{{.CurrentState}}' "$NODE_ID")
+    grep -qE '^(Preparing|Starting|Running)' <<<"$states" || break
     [ "$SECONDS" -lt "$deadline" ] || fail "tasks still run on the node after ${DRAIN_DEADLINE} s"
     sleep 1
   done
