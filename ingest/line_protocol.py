@@ -28,6 +28,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from itertools import repeat
 
+import orjson
+
 from ingest.payload import MAX_SENSOR, MAX_TEXT, MAX_UNIT, BadInput, Window, check_meta, check_name, check_unique, printable
 
 # Timestamp precision (v2 names and v1 names) -> divisor to milliseconds, as a fraction a/b.
@@ -227,8 +229,14 @@ def _plain_body(text: str, agent: str, precision: str, now_ms: int, window: Wind
     few C-level passes instead of a Python loop per line (at batch 1000 that loop made line protocol
     half as fast as JSON). Returns (rows, line of row) or None: anything else, including every
     error, is left to `_parse`, which gives the same rows for what this accepts, or the reason.
-    Rows are tuples here (the writer only reads them)."""
-    if "\\" in text or '"' in text or "\r" in text or text.count("\n") < 4:
+    Rows are tuples here (the writer only reads them).
+
+    Timestamps and values are each read by one `orjson.loads` of the words joined into a JSON array:
+    a JSON number is a line protocol float (or an integer timestamp) that `float()`/`int()` read to
+    the same value, and anything else (`1.`, `.5`, `01`, `inf`, `t`, `7i`) fails the parse or the
+    type check and goes to `_parse`. JSON also allows tabs between values, so a body with one does
+    too. Per reading this took half the time of `map(float, …)` and `map(int, …)` with their checks."""
+    if "\\" in text or '"' in text or "\r" in text or "\t" in text or text.count("\n") < 4:
         return None  # (a few lines: the loop is quicker than the passes' fixed cost)
     if text.endswith("\n"):
         text = text[:-1]  # a last newline, as Telegraf and the client libraries send
@@ -246,14 +254,9 @@ def _plain_body(text: str, agent: str, precision: str, now_ms: int, window: Wind
         return None
     series, fields = words[0::width + 1], words[1::width + 1]
     if width == 3:
-        stamps = words[2::4]
-        joined = "".join(stamps)
-        if not (joined.isascii() and joined.isdigit()) or max(map(len, stamps)) > 19:
+        stamped = _json_numbers(words[2::4], int)
+        if stamped is None:
             return None
-        try:
-            stamped = list(map(int, stamps))
-        except ValueError:
-            return None  # an empty one
         multiply, divide = PRECISIONS[precision]
         if (multiply, divide) != (1, 1):
             stamped = [stamp * multiply // divide for stamp in stamped]
@@ -285,15 +288,11 @@ def _plain_body(text: str, agent: str, precision: str, now_ms: int, window: Wind
         return None
     halves = "=".join(fields).split("=")  # exactly one "=" in each field: key, value, key, value, ...
     keys, raws = halves[0::2], halves[1::2]
-    joined = "".join(raws)
-    if "" in keys or not (joined.isascii() and joined.isprintable()) or "_" in joined:
-        return None  # float() also takes "1_0" and white space; line protocol does not
-    try:
-        values = list(map(float, raws))
-    except ValueError:
-        return None  # integers (i), unsigned (u), booleans, empty, or an error
-    if not all(map(math.isfinite, values)):
+    if "" in keys:
         return None
+    values = _json_numbers(raws, float)
+    if values is None:
+        return None  # integers (i), unsigned (u), booleans, empty, out of range, or an error
     try:
         distinct_keys = set(keys)
         if len(distinct_keys) == 1:  # one field name throughout (e.g. `value`): a sensor per series
@@ -309,6 +308,23 @@ def _plain_body(text: str, agent: str, precision: str, now_ms: int, window: Wind
     rows = list(zip(stamped, repeat(agent), sensors, [{"num": v} for v in values],
                     _per_series(known, 2, series), _per_series(known, 3, series)))
     return rows, (lambda i: i + 1) if owner is None else (lambda i: owner[i] + 1)
+
+
+def _json_numbers(words: list[str], kind: type) -> list | None:
+    """The words as numbers of `kind` (int: every one a JSON integer; float: every one a JSON
+    number, whole ones read again by float() so that `-0` stays -0.0), or None."""
+    try:
+        numbers = orjson.loads("[" + ",".join(words) + "]")
+    except orjson.JSONDecodeError:  # also NaN and numbers beyond a double
+        return None
+    if len(numbers) != len(words):
+        return None
+    types = set(map(type, numbers))
+    if types == {kind}:
+        return numbers
+    if kind is float and types <= {float, int}:
+        return list(map(float, words))
+    return None
 
 
 def _per_series(known: dict[str, tuple], part: int, series):
