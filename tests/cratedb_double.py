@@ -63,6 +63,25 @@ class Readings(MutableMapping):
         if not rows:
             del self._by_agent[key[0]]
 
+    def insert_new(self, rows: list[list]) -> list[dict]:
+        """Bulk insert rows [ts, agent, sensor, ...] with ON CONFLICT DO NOTHING: each one stored
+        unless its key is, and its result. One loop over the agents' own dicts: two mapping calls
+        per row made the double's share of the ingest benchmark's two cores a third larger."""
+        by_agent, results = self._by_agent, []
+        append = results.append
+        for row in rows:
+            agent_rows = by_agent.get(row[1])
+            if agent_rows is None:
+                agent_rows = by_agent[row[1]] = {}
+            key = (row[2], row[0])
+            if key in agent_rows:
+                append(SKIPPED)
+            else:
+                agent_rows[key] = row
+                append(INSERTED)
+                self._count += 1
+        return results
+
     def __iter__(self) -> Iterator[tuple]:
         for agent, rows in self._by_agent.items():
             for rest in rows:
@@ -240,20 +259,18 @@ class CrateDouble:
         st = self.state
         failed = self._map_meta(bulk_args) if st.dynamic_meta or m.group(1) in st.dynamic_meta_tables else {}
         injected = failed or st.fail_sensors or st.shard_fail_sensors or st.lost_partition_sensors
-        readings, results = st.readings, []
-        for i, row in enumerate(bulk_args):
-            if injected and (outcome := self._injected_outcome(i, row[2], failed)) is not None:
-                results.append(outcome)
-                continue
-            key = (row[1], row[2], row[0])  # (agent, sensor, ts): the primary key
-            if key in readings:
-                results.append(SKIPPED)  # ON CONFLICT DO NOTHING
-            else:
-                readings[key] = row
-                results.append(INSERTED)
-        if self.state.freeze_stored:
+        results = self._insert_injected(bulk_args, failed) if injected else st.readings.insert_new(bulk_args)
+        if st.freeze_stored:
             gc.freeze()
         return {"cols": [], "results": results}
+
+    def _insert_injected(self, bulk_args: list, failed: dict[int, dict]) -> list[dict]:
+        """Row by row: the outcome a test arranged, else stored (ON CONFLICT DO NOTHING)."""
+        results = []
+        for i, row in enumerate(bulk_args):
+            outcome = self._injected_outcome(i, row[2], failed)
+            results.append(outcome if outcome is not None else self.state.readings.insert_new([row])[0])
+        return results
 
     def _injected_outcome(self, i: int, sensor: str, failed: dict[int, dict]) -> dict | None:
         """The result a test arranged for row i (a mapping failure, a refused or shard-failed
