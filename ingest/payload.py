@@ -10,6 +10,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from itertools import repeat
 from math import isfinite
 
 import orjson
@@ -231,9 +232,9 @@ def _check_reading(r, i: int) -> None:
 def parse_batch(doc, agent: str, *, window: Window, limit: int) -> list[list]:
     """`POST /v1/readings`: {"readings": [{"ts", "sensor", "value", "unit"?}], "meta"?: {}}.
 
-    The loop takes the common shapes (integer ts, known names, finite float) inline and hands
-    anything else to the checking functions, which accept or explain it: validation is most of
-    the service's CPU per reading."""
+    Validation is most of the service's CPU per reading: the common batch is checked column by
+    column (`_plain_rows`), anything else reading by reading (`_checked_rows`), which accepts or
+    explains it."""
     if not isinstance(doc, dict):
         raise BadInput(422, "body must be a JSON object with a `readings` list")
     unknown = set(doc) - {"readings", "meta"}
@@ -242,6 +243,50 @@ def parse_batch(doc, agent: str, *, window: Window, limit: int) -> list[list]:
     meta = check_meta(doc.get("meta"))
     readings = doc.get("readings")
     _check_count(readings, limit, "readings")
+    rows = _plain_rows(readings, agent, meta, window)
+    if rows is None:
+        rows = _checked_rows(readings, agent, meta, window)
+    check_unique(rows, lambda i: f"readings[{i}]")
+    return rows
+
+
+def _plain_rows(readings: list, agent: str, meta: dict | None, window: Window) -> list[tuple] | None:
+    """The common batch, column by column: every reading an object of known fields, its ts an
+    integer inside the window, its sensor and unit (or none) valid names, its value a number. A few
+    passes in C over each field instead of a Python loop per reading (batch 1000 in one process:
+    0.68 -> 0.44 ms). None for anything else, which `_checked_rows` takes or explains; for what this
+    takes it gives the same rows (as tuples: the writer only reads them)."""
+    if set(map(type, readings)) != {dict}:
+        return None
+    for keys in set(map(tuple, readings)):  # each order of keys that occurs, once
+        if "value" not in keys or not READING_FIELDS.issuperset(keys):
+            return None
+    field = dict.get
+    stamps = list(map(field, readings, repeat("ts")))
+    if set(map(type, stamps)) != {int} or min(stamps) < window.low or max(stamps) > window.high:
+        return None
+    values = list(map(field, readings, repeat("value")))
+    kinds = set(map(type, values))
+    if kinds != {float}:
+        if not kinds <= {float, int}:  # (a bool is neither)
+            return None
+        values = list(map(float, values))
+    if not all(map(isfinite, values)):
+        return None
+    sensors = list(map(field, readings, repeat("sensor")))
+    units = list(map(field, readings, repeat("unit")))
+    if set(map(type, sensors)) != {str} or not set(map(type, units)) <= {str, type(None)}:
+        return None
+    if not all(0 < len(name) <= MAX_SENSOR and printable(name) for name in set(sensors)):
+        return None
+    if not all(0 < len(name) <= MAX_UNIT and printable(name) for name in set(units) - {None}):
+        return None
+    return list(zip(stamps, repeat(agent), sensors, [{"num": value} for value in values], units, repeat(meta)))
+
+
+def _checked_rows(readings: list, agent: str, meta: dict | None, window: Window) -> list[list]:
+    """Reading by reading: the common shapes (integer ts, known names, finite float) inline, and
+    anything else handed to the checking functions, which accept it or raise BadInput."""
     low, high, good = window.low, window.high, _good_names
     rows = []
     append = rows.append
@@ -263,7 +308,6 @@ def parse_batch(doc, agent: str, *, window: Window, limit: int) -> list[list]:
                 unit.isascii() and unit.isprintable() and not unit.isspace() or unit in good)):
             _unit(unit, f"readings[{i}]", i)
         append([ts, agent, sensor, reading, unit, meta])
-    check_unique(rows, lambda i: f"readings[{i}]")
     return rows
 
 

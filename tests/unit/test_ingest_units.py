@@ -1,11 +1,18 @@
-"""Pieces of the ingest service on their own: settings, tokens, the INSERT against the table."""
+"""Pieces of the ingest service on their own: settings, tokens, the INSERT against the table, the
+two ways a JSON batch is checked."""
 
+import math
 import re
+import time
 
+import orjson
 import pytest
 from cratedb_sqlparse import sqlparse
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from ingest import tokens
+from ingest import payload, tokens
+from ingest.payload import BadInput, accepted_window
 from ingest.settings import Settings, SettingsError
 from ingest.rows import INSERT_COLUMNS, insert_statement
 
@@ -137,3 +144,57 @@ def test_ready_while_any_node_answers_and_after_every_task_moved(silent_address)
         moved = CrateRunner([silent_address], username="ingest", password="pw", timeout=30, discover=lambda: [crate.url])
         moved.discovered_at = 1e18  # looked up a moment ago: only a failed ping looks again at once
         assert moved.ping() and moved.servers == [crate.url]
+
+
+# -- the column-wise check of a JSON batch takes only what the loop takes, and gives its rows ------
+
+_NOW = int(time.time() * 1000)
+_names = ["s1", "kN", "a b", " ", "", "\u00e9", "\u200b", "x" * 33, "x" * 129, 3, None, ["s1"]]
+_good = st.fixed_dictionaries({"ts": st.integers(_NOW - 5_000, _NOW + 5_000), "sensor": st.sampled_from(["s1", "s2"]),
+                               "value": st.floats(-1e6, 1e6)}, optional={"unit": st.sampled_from(["kN", None])})
+_other_values = {  # (each list is drawn from, so every kind of value comes up)
+    "ts": [0, 2**63, _NOW - 10**9, float(_NOW), float(_NOW) + 0.5, True, "2026-12-06T01:00:00Z", None],
+    "sensor": _names, "unit": _names, "other": [1],
+    "value": [math.inf, -math.inf, math.nan, 20, 0, 2**64, -2**63, 1e308, -0.0, True, False, "x", None, [1.5]],
+}
+
+
+@st.composite
+def _batches(draw) -> list:
+    """Good readings, and in some batches one reading changed: a field another value (valid or
+    not), a field gone, or no object at all."""
+    readings = draw(st.lists(_good, min_size=1, max_size=6))
+    i = draw(st.integers(0, len(readings) - 1))
+    change = draw(st.sampled_from(["none", "field", "field", "field", "drop", "not an object"]))
+    if change == "field":
+        key = draw(st.sampled_from(sorted(_other_values)))
+        readings[i] = {**readings[i], key: draw(st.sampled_from(_other_values[key]))}
+    elif change == "drop":
+        key = draw(st.sampled_from(sorted(readings[i])))
+        readings[i] = {k: v for k, v in readings[i].items() if k != key}
+    elif change == "not an object":
+        readings[i] = draw(st.one_of(st.integers(), st.just([]), st.none()))
+    return readings
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
+@given(readings=_batches(), meta=st.sampled_from([None, {"line": "a"}]))
+def test_the_column_wise_check_takes_only_what_the_loop_takes_and_gives_the_same_rows(readings, meta):
+    window = accepted_window(_NOW, 86400, 300)
+    fast = payload._plain_rows(readings, "dev", meta, window)
+    try:
+        rows = payload._checked_rows(readings, "dev", meta, window)
+    except BadInput:
+        assert fast is None, f"the column-wise check took what the loop refuses: {readings!r}"
+        return
+    if fast is not None:  # as the database gets them: 20 and 20.0 are equal in Python, not in JSON
+        assert orjson.dumps([list(row) for row in fast]) == orjson.dumps(rows)
+
+
+def test_the_benchmark_s_batches_are_checked_column_wise():
+    from tools.bench.ingest import bodies
+    window = accepted_window(int(time.time() * 1000), 86400, 300)
+    readings = orjson.loads(bodies(1000, count=1)[0])["readings"]
+    assert payload._plain_rows(readings, "d", None, window) is not None
+    whole = [{**r, "value": int(r["value"])} for r in readings]  # JSON clients often send 20 for 20.0
+    assert [row[3] for row in payload._plain_rows(whole, "d", None, window)][:2] == [{"num": 20.0}, {"num": 21.0}]
