@@ -280,7 +280,7 @@ def start_ingest(root: Path, tmp: str, workers: int, crate_url: str, *, user: st
 
 def start_services(root: Path, tmp: str, workers: int) -> tuple[subprocess.Popen, subprocess.Popen, str]:
     crate_port = free_port()
-    double = subprocess.Popen([sys.executable, "-m", "tests.cratedb_double", "--port", str(crate_port),
+    double = subprocess.Popen([sys.executable, "-m", "tests.cratedb_double", "--port", str(crate_port), "--keys-only",
                                "--user", "ingest:bench-password"], cwd=root, stdout=subprocess.DEVNULL)
     wait_for_port(crate_port, double, "the contract double")
     server, url = start_ingest(root, tmp, workers, f"http://127.0.0.1:{crate_port}")
