@@ -28,6 +28,9 @@ from ingest.rows import insert_statement, key_of
 log = logging.getLogger("ingest.writer")
 
 
+STORED = {"rowcount": 1}  # a row's bulk result when it was stored
+
+
 def refused_for_good(code) -> bool:
     """A per-row error that retrying cannot fix: CrateDB's 4xxx codes."""
     return isinstance(code, int) and (4000 <= code < 5000 or 40000 <= code < 50000)
@@ -204,6 +207,8 @@ class BatchWriter:
         rows = sum(len(pending.rows) for pending in batch)
         if len(results) != rows:
             raise Unavailable(f"CrateDB answered {len(results)} results for {rows} rows")
+        if results.count(STORED) == rows:  # the common answer, compared in C: every row stored
+            return [Written(len(pending.rows), []) for pending in batch]
         unconfirmed = [row for pending, mine in self._split(batch, results)
                        for row, result in zip(pending.rows, mine) if result.get("rowcount") == 0]
         present = self.runner.existing_keys(self.table, [key_of(r) for r in unconfirmed]) if unconfirmed else set()
