@@ -6,8 +6,10 @@ For batches of 1, 100 and 1000 readings, side by side in one run: rows stored by
 client's bulk inserts straight into CrateDB, and the same rows through the real ingest server
 (`python -m ingest`, acknowledged only after CrateDB stored them), each from a load process of its
 own with the same number of connections. Prints readings/s, p50/p99 acknowledgement latency and
-the ratio ingest/direct. It makes a table and a user of its own through the superuser (trusted on
-loopback) and drops them afterwards; every row has a new key, so every acknowledged row is stored.
+the ratio ingest/direct, and where the ingest's requests spent their time (its stage histograms:
+read, decode, parse, queue, database, answer), so that its own share shows beside CrateDB's. It
+makes a table and a user of its own through the superuser (trusted on loopback) and drops them
+afterwards; every row has a new key, so every acknowledged row is stored.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 import orjson
 from crate.client.http import Client
 
-from tools.bench.ingest import SECRET, run_load, start_ingest
+from tools.bench.ingest import SECRET, run_load, stage_breakdown, stage_counts, start_ingest
 from ingest.rows import insert_statement
 
 READINGS_SQL = Path(__file__).resolve().parents[2] / "components" / "sql" / "readings.sql"
@@ -127,11 +129,14 @@ def main() -> None:
                 run_load(ingest_url, 10, 1.0)  # warm up
                 for batch in (1, 100, 1000):
                     direct = run_direct(urls, user, password, table, batch, args.seconds, args.connections)
+                    before = stage_counts(ingest_url)
                     through = run_load(ingest_url, batch, args.seconds, connections=args.connections)
+                    stages = stage_breakdown(before, stage_counts(ingest_url))
                     ratio = through["readings/s"] / direct["readings/s"] if direct["readings/s"] else float("nan")
                     for path, r, shown in (("direct", direct, ""), ("ingest", through, f"{ratio:.2f}")):
                         print(f"{batch:>6} {path:>7} {r['readings/s']:>11.0f} {r['p50 ms']:>8.1f} {r['p99 ms']:>8.1f} "
                               f"{r['errors']:>7} {shown:>14}", flush=True)
+                    print(f"{'':>15}through the ingest, ms mean/p50/p99 per stage: {stages}", flush=True)
             finally:
                 server.terminate()
                 server.wait(timeout=15)
