@@ -1,18 +1,18 @@
 """Benchmark: `python -m tools.bench.ingest [--seconds 5] [--connections 32] [--workers 1,2]` (from the
 repository root).
 
-Starts the CrateDB contract double (tests/cratedb_double.py, not CrateDB) and the real ingest server
-as processes, then drives the server from a load process with batches of 1, 100 and 1000 readings:
-first as fast as it answers (closed loop, each connection one request at a time), then paced at
-half that request rate. In the same run it measures how fast the same bodies are merely
-JSON-parsed, and parsed and validated (and the same readings as line protocol parsed and
-validated), in one process: the ceilings for a Python service; and at batch 1000 the same readings
-as JSON and as InfluxDB line protocol (`POST /api/v2/write`), alternating, three runs each. Each run
-also reports the CPU that the server, the double and the load process used (100 % = one core),
-which shows where the cores went. It does all this for the service with 1 and with 2 worker
-processes, one after the other. Prints a table; the last line is
-`ingest: <N> readings/s at batch 1000, p99 <X> ms` (X at half the maximum rate) for the last
-worker count.
+Starts the CrateDB contract double (tests/cratedb_double.py, not CrateDB; it keeps only the keys of
+what it stored, `--keys-only`) and the real ingest server as processes, then drives the server from
+a load process with batches of 1, 100 and 1000 readings: first as fast as it answers (closed loop,
+each connection one request at a time), then paced at half that request rate. In the same run it
+measures how fast the same bodies are merely JSON-parsed, and parsed and validated (and the same
+readings as line protocol parsed and validated), in one process: the ceilings for a Python
+service; and at batch 1000 the same readings as JSON and as InfluxDB line protocol
+(`POST /api/v2/write`), alternating, three runs each. Each run also reports the CPU that the
+server, the double and the load process used (100 % = one core), which shows where the cores went.
+It does all this for the service with 1 and with 2 worker processes, one after the other. Prints a
+table; the last line is `ingest: <N> readings/s at batch 1000, p99 <X> ms` (X at half the maximum
+rate) for the last worker count.
 """
 
 from __future__ import annotations
