@@ -50,7 +50,8 @@ ingest = Ingest("ingest", IngestArgs(
 ))
 grafana = Grafana("grafana", GrafanaArgs(
     hosts=hosts, settings=config.grafana, image=images.grafana, docker_provider=swarm.docker, network=swarm.network,
-    db_password_secret=cratedb.secrets["grafana"], admin_password=config.secrets.grafana_admin_password,
+    db_password_secret=cratedb.secrets["grafana"], database_ready=cratedb.schema,
+    admin_password=config.secrets.grafana_admin_password,
     smtp_password=config.secrets.grafana_smtp_password,
 ))
 agents = Agents("agents", AgentsArgs(

@@ -37,6 +37,7 @@ class GrafanaArgs:
     docker_provider: docker.Provider
     network: docker.Network
     db_password_secret: docker.Secret  # the CrateDB grafana user's password, from CrateDb
+    database_ready: Any = None  # what gives the grafana user its privileges (CrateDb.schema): started after it
     admin_password: Any = None  # secret Output from the stack config; None: generated
     smtp_password: Any = None  # secret Output: the mail server login's password (settings.smtp)
 
@@ -159,7 +160,12 @@ class Grafana(pulumi.ComponentResource):
                 ports=[docker.ServiceEndpointSpecPortArgs(
                     target_port=settings.port, published_port=settings.port, publish_mode=settings.publish_mode)],
             ),
-            opts=fixed_name(on_swarm).merge(pulumi.ResourceOptions(depends_on=args.image.commands)),
+            # After the schema step: a CrateDB session checks privileges against the user as it was
+            # when the session began (io/crate/role/Roles.java, hasPrivilege on the session's Role),
+            # so a datasource connection opened before the GRANT answered "Schema 'doc' unknown"
+            # for as long as it lived (seen on the lab stack, 2026-12-06).
+            opts=fixed_name(on_swarm).merge(pulumi.ResourceOptions(
+                depends_on=[*args.image.commands, *([args.database_ready] if args.database_ready else [])])),
         )
         self.urls = pulumi.Output.from_input(urls(args.hosts, settings))
         self.register_outputs({"service": self.service.name, "urls": self.urls, "adminPassword": self.admin_password})

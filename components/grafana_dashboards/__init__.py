@@ -23,12 +23,19 @@ def dashboards(alert_settings: AlertSettings) -> dict[str, dict]:
     }
 
 
+# A connection lives at most this long (Grafana's default: 4 h). CrateDB checks a session's
+# privileges against its user as it was when the session began (io/crate/role/Roles.java), so a
+# changed grant, or a connection opened before it, takes effect within this time.
+CONNECTION_LIFETIME_S = 60
+
+
 def datasource(url: str, password_file: str) -> dict:
     """The CrateDB datasource: the read-only user, its password from a file (a Swarm secret)."""
     return {"apiVersion": 1, "datasources": [{
         "name": "CrateDB", "type": DATASOURCE_TYPE, "uid": DATASOURCE_UID, "url": url, "user": "grafana",
         "access": "proxy", "isDefault": True, "editable": False,
-        "jsonData": {"database": "doc", "sslmode": "disable", "postgresVersion": 1400, "timescaledb": False},
+        "jsonData": {"database": "doc", "sslmode": "disable", "postgresVersion": 1400, "timescaledb": False,
+                     "connMaxLifetime": CONNECTION_LIFETIME_S},  # pkg/tsdb/grafana-postgresql-datasource/postgres.go
         "secureJsonData": {"password": f"$__file{{{password_file}}}"},
     }]}
 
