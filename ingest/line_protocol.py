@@ -235,7 +235,8 @@ def _plain_body(text: str, agent: str, precision: str, now_ms: int, window: Wind
     a JSON number is a line protocol float (or an integer timestamp) that `float()`/`int()` read to
     the same value, and anything else (`1.`, `.5`, `01`, `inf`, `t`, `7i`) fails the parse or the
     type check and goes to `_parse`. JSON also allows tabs between values, so a body with one does
-    too. Per reading this took half the time of `map(float, …)` and `map(int, …)` with their checks."""
+    too. Per reading this takes a third to a quarter of the time of `map(int, …)` and `map(float, …)`
+    with their checks."""
     if "\\" in text or '"' in text or "\r" in text or "\t" in text or text.count("\n") < 4:
         return None  # (a few lines: the loop is quicker than the passes' fixed cost)
     if text.endswith("\n"):

@@ -229,7 +229,7 @@ def _check_reading(r, i: int) -> None:
         raise BadInput(422, f"{where}: value is missing", i)
 
 
-def parse_batch(doc, agent: str, *, window: Window, limit: int) -> list[list]:
+def parse_batch(doc, agent: str, *, window: Window, limit: int) -> list:
     """`POST /v1/readings`: {"readings": [{"ts", "sensor", "value", "unit"?}], "meta"?: {}}.
 
     Validation is most of the service's CPU per reading: the common batch is checked column by

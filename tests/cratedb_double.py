@@ -153,7 +153,7 @@ class CrateState:
     snapshots: dict[tuple[str, str], dict] = field(default_factory=dict)  # (repository, name) -> {state, started}
     failing_snapshots: bool = False  # CREATE SNAPSHOT ends FAILED (a repository that cannot be written)
     statements: list[str] = field(default_factory=list)
-    readings: Readings | StoredKeys = field(default_factory=Readings)  # (agent, sensor, ts) -> row
+    readings: Readings | StoredKeys = field(default_factory=Readings)  # (agent, sensor, ts) -> row, or the keys alone
     node_name: str = "double-1"
     fail_sensors: set[str] = field(default_factory=set)  # rows of these sensors are refused (-2, 4000)
     shard_fail_sensors: set[str] = field(default_factory=set)  # rows of these fail on their shard (-2, 5002)
