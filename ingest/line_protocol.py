@@ -268,7 +268,7 @@ def _plain_body(text: str, agent: str, precision: str, now_ms: int, window: Wind
     joined_fields = "".join(fields)
     has_commas = "," in joined_fields
     if (sum(map(str.count, fields, repeat(","))) if has_commas else 0) + len(fields) > limit:
-        raise _too_many(limit)  # commas separate fields exactly here (no strings, no escapes)
+        return None  # `_parse` decides: in a partial write, fields of lines it leaves out do not count
     series_kept, sensors_kept = CACHE.of(agent)
     distinct = set(series)
     try:

@@ -311,6 +311,16 @@ def test_values_float_takes_and_line_protocol_does_not_are_left_to_the_line_pars
         line_protocol._parse(text, "dev", precision="ms", now_ms=_NOW, window=window, limit=10)
 
 
+def test_a_partial_write_counts_only_the_fields_it_stores_against_the_limit():
+    """Five lines of two fields, one line wrong, at most eight fields: the eight good fields are
+    stored and the wrong line named. The column-wise pass refused such a body whole (413), counting
+    the fields of the line it would leave out (found by the equivalence test above)."""
+    window = accepted_window(_NOW, 86400, 300)
+    text = "\n".join([f"m v={i},w={i} {_NOW + i}" for i in range(4)] + [f"\u200b v=9,w=9 {_NOW + 9}"])
+    points = line_protocol.parse_points(text.encode(), "dev", precision="ms", now_ms=_NOW, window=window, limit=8)
+    assert len(points.rows) == 8 and points.rejected_count == 1 and points.rejected[0].startswith("line 5:")
+
+
 def test_lines_whose_spaces_only_add_up_are_left_to_the_line_parser():
     """Two spaces per line on average is not two on every line: a line of one space beside a line
     of three would line up as two good lines if the fast path counted the body's spaces alone."""
