@@ -64,6 +64,9 @@ class Metrics:
         # benchmark prints these beside the latencies it measures from outside.
         self.stage = Histogram("ingest_stage_seconds", "Time of one request in each stage", ["stage"], registry=r,
                                buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10))
+        # One child per stage, looked up once: six label look-ups per request were a few percent of
+        # a small request's CPU.
+        self.stage_of = {name: self.stage.labels(stage=name) for name in STAGES}
 
     def exposition(self) -> bytes:
         """This process's metrics, or with several workers (PROMETHEUS_MULTIPROC_DIR set by
@@ -157,7 +160,7 @@ async def accept(request: web.Request, device: str, parse: Callable[[bytes], obj
     rows = rows_of(parsed)
     written = await store(request, rows, timings) if rows else Written(0, [])
     for stage, seconds in timings.spent.items():
-        metrics.stage.labels(stage=stage).observe(seconds)
+        metrics.stage_of[stage].observe(seconds)
     return parsed, written
 
 
