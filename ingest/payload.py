@@ -258,9 +258,10 @@ def _plain_rows(readings: list, agent: str, meta: dict | None, window: Window) -
     takes it gives the same rows (as tuples: the writer only reads them)."""
     if set(map(type, readings)) != {dict}:
         return None
-    for keys in set(map(tuple, readings)):  # each order of keys that occurs, once
-        if "value" not in keys or not READING_FIELDS.issuperset(keys):
-            return None
+    # The keys all readings use, collected in C (a tuple of keys per reading took 40 % of this
+    # function); a missing value is None below, where a number must be.
+    if not READING_FIELDS.issuperset(set().union(*readings)):
+        return None
     field = dict.get
     stamps = list(map(field, readings, repeat("ts")))
     if set(map(type, stamps)) != {int} or min(stamps) < window.low or max(stamps) > window.high:
