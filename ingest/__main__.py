@@ -31,10 +31,9 @@ SHUTDOWN_TIMEOUT_S = 8
 # (`python -m tools.bench.ingest`, batch 1000: 166k -> 234k readings/s). Readings form no cycles:
 # collect after 50,000 net new containers, and never rescan what exists after start-up.
 GC_THRESHOLDS = (50_000, 20, 100)
-# Bulk inserts run in threads (the `crate` client blocks) beside the event loop, which parses
-# bodies. A thread whose answer arrived waits for the GIL until the holder lets go, after at most
-# this long (Python's default is 5 ms): at 5 ms such waits added up to a p99 of 35-50 ms per bulk
-# insert while the database answered in 11 ms (`python -m tools.bench.ingest`, batch 1000, half rate).
+# Large bodies are parsed in a thread (flow.py) beside the event loop, which answers the other
+# requests meanwhile: it waits for the GIL until the parser lets go, after at most this long
+# (Python's default is 5 ms). Bulk inserts run in the loop itself (cratedb_runner.py).
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 

@@ -7,7 +7,6 @@ request flow the protocols share (body, parsing, storing, refusals) is in flow.p
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
@@ -104,7 +103,7 @@ async def readyz(request: web.Request) -> web.Response:
     """Ready when CrateDB answers with our credentials and the latest bulk insert did not fail
     (in the last half minute: see BatchWriter.recently_failed)."""
     writer = request.app[WRITER]
-    reachable = await asyncio.to_thread(writer.runner.ping)
+    reachable = await writer.runner.ping()
     if reachable and not writer.recently_failed:
         return web.json_response({"status": "ready"})
     reason = "CrateDB is not reachable" if not reachable else "the last bulk insert failed"
@@ -161,9 +160,11 @@ def create_app(settings: Settings, runner: CrateRunner | None = None) -> web.App
         discover = None if settings.crate_urls else functools.partial(
             discover_servers, settings.crate_dns, settings.crate_port, settings.node_name,
             settings.crate_user, settings.crate_password)
-        writer_runner = runner or await asyncio.to_thread(
-            CrateRunner, settings.crate_urls, username=settings.crate_user, password=settings.crate_password,
+        writer_runner = runner or CrateRunner(
+            settings.crate_urls, username=settings.crate_user, password=settings.crate_password,
             timeout=settings.write_timeout_s, connections=settings.max_inflight, discover=discover)
+        if not writer_runner.servers:
+            await writer_runner.rediscover()
         log.info("CrateDB endpoints, preferred first: %s", ", ".join(writer_runner.servers) or "none found yet")
         app[WRITER] = writer = BatchWriter(
             writer_runner, table=settings.table, flush_rows=settings.flush_rows, linger_ms=settings.linger_ms,
@@ -173,6 +174,7 @@ def create_app(settings: Settings, runner: CrateRunner | None = None) -> web.App
         writer.start()
         yield
         await writer.close()  # requests accepted before SIGTERM are flushed and answered
+        await writer_runner.close()
 
     app.cleanup_ctx.append(lifespan)
     app.router.add_post("/v1/readings", readings)

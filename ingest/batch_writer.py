@@ -162,7 +162,7 @@ class BatchWriter:
                 pending.timings.mark("queue")
         started = time.perf_counter()
         try:
-            outcomes = await asyncio.wait_for(asyncio.to_thread(self._write, batch), self.write_timeout)
+            outcomes = await asyncio.wait_for(self._write(batch), self.write_timeout)
         except Exception as e:  # noqa: BLE001 - whatever failed, nothing of the batch is acknowledged
             self.failed_at = time.monotonic()
             self.metrics.crate_errors.labels(kind=type(e).__name__).inc()
@@ -185,12 +185,12 @@ class BatchWriter:
             else:
                 pending.future.set_result(outcome)
 
-    def _write(self, batch: list[_Pending]) -> list[Written | Exception]:
-        """Blocking, in a worker thread: one bulk insert for the batch; if CrateDB refuses it for
-        a value (the whole request fails), each request again on its own, so that only the one
-        with the bad value is refused and the others are stored."""
+    async def _write(self, batch: list[_Pending]) -> list[Written | Exception]:
+        """One bulk insert for the batch; if CrateDB refuses it for a value (the whole request
+        fails), each request again on its own, so that only the one with the bad value is refused
+        and the others are stored."""
         try:
-            return self._outcomes(batch, self.runner.bulk_insert(self.stmt, [r for p in batch for r in p.rows]))
+            return await self._outcomes(batch, await self.runner.bulk_insert(self.stmt, [r for p in batch for r in p.rows]))
         except RequestRefused as refused:
             if len(batch) == 1:
                 return [refused]
@@ -198,12 +198,12 @@ class BatchWriter:
         outcomes: list[Written | Exception] = []
         for pending in batch:
             try:
-                outcomes += self._outcomes([pending], self.runner.bulk_insert(self.stmt, pending.rows))
+                outcomes += await self._outcomes([pending], await self.runner.bulk_insert(self.stmt, pending.rows))
             except RequestRefused as refused:
                 outcomes.append(refused)
         return outcomes
 
-    def _outcomes(self, batch: list[_Pending], results: list[dict]) -> list[Written | Exception]:
+    async def _outcomes(self, batch: list[_Pending], results: list[dict]) -> list[Written | Exception]:
         rows = sum(len(pending.rows) for pending in batch)
         if len(results) != rows:
             raise Unavailable(f"CrateDB answered {len(results)} results for {rows} rows")
@@ -211,7 +211,7 @@ class BatchWriter:
             return [Written(len(pending.rows), []) for pending in batch]
         unconfirmed = [row for pending, mine in self._split(batch, results)
                        for row, result in zip(pending.rows, mine) if result.get("rowcount") == 0]
-        present = self.runner.existing_keys(self.table, [key_of(r) for r in unconfirmed]) if unconfirmed else set()
+        present = await self.runner.existing_keys(self.table, [key_of(r) for r in unconfirmed]) if unconfirmed else set()
         outcomes: list[Written | Exception] = []
         for pending, mine in self._split(batch, results):
             failures, retry, missing = [], 0, 0

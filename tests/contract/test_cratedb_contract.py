@@ -20,8 +20,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from ingest.cratedb_runner import CrateRunner, RequestRefused
+from ingest.cratedb_runner import RequestRefused
 from ingest.rows import insert_statement
+from tests.blocking_runner import BlockingRunner
 from tests.cratedb_double import CrateDouble, CrateState
 
 REAL = os.environ.get("MDS_CRATEDB_URL", "").rstrip("/")
@@ -95,8 +96,8 @@ def names(crate):
     crate.ok(f"DROP TABLE IF EXISTS {made['dynamic']}")
 
 
-def runner(crate: Crate, names: dict, user: str = "writer") -> CrateRunner:
-    return CrateRunner([crate.url], username=names[user], password=names["password"], timeout=30)
+def runner(crate: Crate, names: dict, user: str = "writer") -> BlockingRunner:
+    return BlockingRunner([crate.url], username=names[user], password=names["password"], timeout=30)
 
 
 def rows(agent: str, n: int, meta=None, start: int | None = None) -> list[list]:

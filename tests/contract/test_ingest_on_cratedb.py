@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 
 from ingest.app import SERVER_OPTIONS, create_app
 from ingest.settings import Settings
-from ingest.cratedb_runner import CrateRunner
+from tests.blocking_runner import BlockingRunner
 from tests.contract.test_cratedb_contract import REAL, Crate, readings_ddl
 from tests.cratedb_double import CrateDouble, CrateState
 from tests.unit.ingest_support import SECRET, batch, now_ms, post, token
@@ -50,7 +50,7 @@ def database():
 def stored_keys(database, table: str, rows: list[tuple[str, str, int]]) -> set:
     """Which of these keys the table holds, read as the ingest reads them back (primary keys)."""
     crate, _, _, user, password = database
-    return CrateRunner([crate.url], username=user, password=password, timeout=30).existing_keys(table, rows)
+    return BlockingRunner([crate.url], username=user, password=password, timeout=30).existing_keys(table, rows)
 
 
 def run_app(database, table: str, coro_factory, **overrides):

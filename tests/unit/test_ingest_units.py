@@ -115,13 +115,14 @@ def test_a_node_that_swallows_connections_costs_seconds_not_the_whole_timeout(si
 
     from ingest.cratedb_runner import CrateRunner
     from ingest.rows import insert_statement
+    from tests.blocking_runner import BlockingRunner
     from tests.cratedb_double import CrateDouble
 
     discovered = []
     with CrateDouble() as crate:
         crate.state.tables.add("doc.readings")
         crate.state.users["ingest"] = "pw"
-        runner = CrateRunner([silent_address, crate.url], username="ingest", password="pw", timeout=30,
+        runner = BlockingRunner([silent_address, crate.url], username="ingest", password="pw", timeout=30,
                              discover=lambda: discovered.append(1) or [crate.url])
         started = time.monotonic()
         assert runner.bulk_insert(insert_statement("doc.readings"), [[1, "a", "s", {"num": 1.0}, None, {}]]) == [{"rowcount": 1}]
@@ -131,18 +132,68 @@ def test_a_node_that_swallows_connections_costs_seconds_not_the_whole_timeout(si
     assert discovered and runner.servers == [crate.url]
 
 
+def test_a_node_that_answers_503_is_passed_over_for_the_next():
+    """A node that cannot serve now (503: no master, shutting down) is not the end of the write."""
+    from tests.blocking_runner import BlockingRunner
+    from tests.cratedb_double import CrateDouble
+
+    with CrateDouble() as busy, CrateDouble() as other:
+        for crate in (busy, other):
+            crate.state.tables.add("doc.readings")
+            crate.state.users["ingest"] = "pw"
+        busy.state.master = False
+        runner = BlockingRunner([busy.url, other.url], username="ingest", password="pw", timeout=30)
+        assert runner.bulk_insert(insert_statement("doc.readings"), [[1, "a", "s", {"num": 1.0}, None, {}]]) == [{"rowcount": 1}]
+        assert (len(busy.state.readings), len(other.state.readings)) == (0, 1)
+
+
+def test_a_connection_the_node_closed_without_answering_is_tried_once_more_on_a_new_one():
+    """CrateDB may close a kept-alive connection as the next insert goes out on it; that insert
+    is sent again (inserts skip keys that exist, so nothing is stored twice), not failed."""
+    import asyncio
+
+    from ingest.cratedb_runner import CrateRunner
+
+    async def go():
+        requests = []
+
+        async def node(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head = await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(int(re.search(rb"(?i)content-length: *(\d+)", head).group(1)))
+            requests.append(head)
+            if len(requests) > 1:
+                body = b'{"cols": [], "results": [{"rowcount": 1}], "duration": 1.0}'
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                             % (len(body), body))
+                await writer.drain()
+            writer.close()  # the first one: closed without an answer
+
+        server = await asyncio.start_server(node, "127.0.0.1", 0)
+        runner = CrateRunner([f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"], username="ingest",
+                             password="pw", timeout=5)
+        try:
+            results = await runner.bulk_insert(insert_statement("doc.readings"), [[1, "a", "s", {"num": 1.0}, None, {}]])
+        finally:
+            await runner.close()
+            server.close()
+            await server.wait_closed()
+        assert results == [{"rowcount": 1}] and len(requests) == 2
+
+    asyncio.run(go())
+
+
 def test_ready_while_any_node_answers_and_after_every_task_moved(silent_address):
     """In a rolling update every CrateDB task gets a new address: asking only the first two known
     nodes made a host unready (503) while writes went on through the third (seen on the lab stack)."""
-    from ingest.cratedb_runner import CrateRunner
+    from tests.blocking_runner import BlockingRunner
     from tests.cratedb_double import CrateDouble
 
     with CrateDouble() as crate:
         crate.state.users["ingest"] = "pw"
-        third = CrateRunner([silent_address, silent_address + "/", crate.url], username="ingest", password="pw", timeout=30)
+        third = BlockingRunner([silent_address, silent_address + "/", crate.url], username="ingest", password="pw", timeout=30)
         assert third.ping()
-        moved = CrateRunner([silent_address], username="ingest", password="pw", timeout=30, discover=lambda: [crate.url])
-        moved.discovered_at = 1e18  # looked up a moment ago: only a failed ping looks again at once
+        moved = BlockingRunner([silent_address], username="ingest", password="pw", timeout=30, discover=lambda: [crate.url])
+        moved.runner.discovered_at = 1e18  # looked up a moment ago: only a failed ping looks again at once
         assert moved.ping() and moved.servers == [crate.url]
 
 
