@@ -190,7 +190,8 @@ class BatchWriter:
         fails), each request again on its own, so that only the one with the bad value is refused
         and the others are stored."""
         try:
-            return await self._outcomes(batch, await self.runner.bulk_insert(self.stmt, [r for p in batch for r in p.rows]))
+            rows = [row for pending in batch for row in pending.rows]
+            return await self._outcomes(batch, await self.runner.bulk_insert(self.stmt, rows))
         except RequestRefused as refused:
             if len(batch) == 1:
                 return [refused]
