@@ -332,6 +332,21 @@ def test_lines_whose_spaces_only_add_up_are_left_to_the_line_parser():
     assert len(rejected) == 1 and rejected[0].startswith("line 5:")
 
 
+def test_fields_read_as_one_key_throughout_only_when_each_begins_with_it():
+    """The fast path reads `key=` once when every field begins with the first field's key: a key
+    that merely starts the same (`v` and `vv`) is another sensor, and a value holding another `=`
+    is left to the line parser, which names the line."""
+    window = accepted_window(_NOW, 86400, 300)
+    mixed = "\n".join(f"m {'v' if i % 2 else 'vv'}={i} {_NOW + i}" for i in range(6))
+    fast_rows, _ = line_protocol._plain_body(mixed, "dev", "ms", _NOW, window, 100)
+    rows, _, _ = line_protocol._parse(mixed, "dev", precision="ms", now_ms=_NOW, window=window, limit=100)
+    assert [r[2] for r in fast_rows] == [r[2] for r in rows] == ["m.vv", "m.v"] * 3
+    doubled = "\n".join([f"m v={i} {_NOW + i}" for i in range(5)] + [f"m v=5=6 {_NOW + 5}"])
+    assert line_protocol._plain_body(doubled, "dev", "ms", _NOW, window, 100) is None
+    with pytest.raises(BadInput, match="^line 6: "):
+        line_protocol._parse(doubled, "dev", precision="ms", now_ms=_NOW, window=window, limit=100)
+
+
 def test_the_benchmark_s_bodies_take_the_fast_path():
     from tools.bench.ingest import line_bodies
     now = now_ms()  # the bodies are made now: CI collects (and sets _NOW) minutes before this runs
