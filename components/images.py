@@ -3,7 +3,8 @@
 With `imageSource: local` or `{archives: [...]}`, `pulumi up` ships the image over SSH from this
 machine (components/ship_image.py): one `command:local:Command` per host, each after the one
 before, so an image travels to one host at a time (different images may travel at once). A host
-whose engine has the image by id gets nothing; a second `up` runs no command at all.
+whose engine has the image by id gets nothing; a second `up` runs no command at all, unless the
+image's id changed (rebuilt under the same tag): the ids are the commands' triggers.
 
 The service then names the image by its id when every host gets the same image (one archive, or
 this machine's engine): a Swarm task whose image is an id is never pulled (moby
@@ -60,8 +61,10 @@ def local_image_id(reference: str, where: str) -> str:
 
 def ship_to_hosts(name: str, *, reference: str, archives: Sequence[str] = (), local: Sequence[str] = (),
                   hosts: Sequence[Host], ssh: SshAccess, opts: pulumi.ResourceOptions,
-                  after: Sequence[pulumi.Resource] = ()) -> dict[str, command.local.Command]:
-    """One ship command per host (host name -> command), each after the one before."""
+                  after: Sequence[pulumi.Resource] = (),
+                  image_ids: Sequence[str] = ()) -> dict[str, command.local.Command]:
+    """One ship command per host (host name -> command), each after the one before. `image_ids`:
+    what the hosts must hold; a new id (an image rebuilt under the same tag) ships again."""
     shipped: list[command.local.Command] = []
     for host in hosts:
         def line(ssh: list[str], host_name: str = host.spec.name) -> str:
@@ -77,6 +80,7 @@ def ship_to_hosts(name: str, *, reference: str, archives: Sequence[str] = (), lo
             f"{name}-{host.spec.name}",
             create=create,
             update=create,
+            triggers=list(image_ids),
             dir=str(PROJECT_DIR),
             logging=command.local.Logging.STDOUT_AND_STDERR,  # bytes per host, while they flow
             opts=opts.merge(pulumi.ResourceOptions(depends_on=[host.provision, *after, *shipped[-1:]])),
@@ -87,19 +91,20 @@ def ship_to_hosts(name: str, *, reference: str, archives: Sequence[str] = (), lo
 def prebuilt_image(name: str, section: str, *, source: ImageSource, reference: str, registry_reference: str,
                    hosts: Sequence[Host], ssh: SshAccess, opts: pulumi.ResourceOptions) -> ServiceImage:
     """An image made elsewhere: pulled by each host from its registry, or shipped to them."""
+    if not source.shipped:
+        return ServiceImage(registry_reference, {})
+    ids = shipped_ids(section, source, reference)
     shipped = ship_to_hosts(f"{name}-ship", reference=reference, archives=source.archives,
                             local=[reference] if source.kind == "local" else [], hosts=hosts, ssh=ssh,
-                            opts=opts) if source.shipped else {}
-    return ServiceImage(service_image(section, source, reference, registry_reference),
-                        {host: [ship] for host, ship in shipped.items()})
+                            opts=opts, image_ids=ids)
+    # One id for every host: the service names it (see the module docstring); else the tag.
+    return ServiceImage(ids[0] if len(ids) == 1 else reference, {host: [ship] for host, ship in shipped.items()})
 
 
-def service_image(section: str, source: ImageSource, reference: str,
-                  registry_reference: str) -> str:
-    """What the service names as its image (see the module docstring)."""
-    if source.kind == "registry":
-        return registry_reference
+def shipped_ids(section: str, source: ImageSource, reference: str) -> list[str]:
+    """The ids of the images a shipped source puts on the hosts. The ship command names only the
+    tag: without the ids, an image rebuilt under the same tag was never shipped while the service
+    named its new id, and Swarm rolled the service back ("No such image"; real engine, lab stack)."""
     if source.kind == "local":
-        return local_image_id(reference, f"{key(section)}.imageSource")
-    ids = {image.image_id for image in source.verified}
-    return ids.pop() if len(ids) == 1 else reference
+        return [local_image_id(reference, f"{key(section)}.imageSource")]
+    return sorted({image.image_id for image in source.verified})
